@@ -1,0 +1,46 @@
+# The first three outputs are the contract the API's `configure` step reads to
+# build the Ansible inventory; the local stack exposes the same names.
+
+output "bastion_eip_address" {
+  description = "Public (Elastic) IP address of the bastion: the SSH entry point."
+  value       = aws_eip.bastion.public_ip
+}
+
+output "primary_db_addr" {
+  description = "Private IP address of the PostgreSQL primary, reached through the bastion."
+  value       = aws_instance.primary.private_ip
+}
+
+output "replica_db_addresses" {
+  description = "Private IP addresses of the replicas, in replica order (replica-1 first)."
+  value       = aws_instance.replica[*].private_ip
+}
+
+output "ssh_user" {
+  description = "SSH user on every host (Ubuntu images)."
+  value       = local.ssh_user
+}
+
+output "ansible_vars" {
+  description = "Stack-specific variables for the Ansible roles."
+  value = tomap({
+    # Where PostgreSQL clients and replicas connect from (pg_hba.conf).
+    postgresql_client_cidr      = aws_vpc.this.cidr_block
+    postgresql_replication_cidr = aws_vpc.this.cidr_block
+  })
+}
+
+output "vpc_id" {
+  description = "ID of the cluster's VPC."
+  value       = aws_vpc.this.id
+}
+
+output "availability_zones" {
+  description = "Availability zones holding a private subnet, in placement order (the primary is in the first)."
+  value       = local.azs
+}
+
+output "db_security_group_id" {
+  description = "ID of the database hosts' security group."
+  value       = aws_security_group.db.id
+}

@@ -1,0 +1,92 @@
+# Rules are separate aws_vpc_security_group_*_rule resources (one per source),
+# never inline blocks, so each rule has its own id, description and tags.
+
+# --- Bastion ----------------------------------------------------------------
+
+resource "aws_security_group" "bastion" {
+  name        = "${local.name}-bastion"
+  description = "SSH bastion of ${local.name}"
+  vpc_id      = aws_vpc.this.id
+
+  tags = {
+    Name = "${local.name}-bastion"
+  }
+}
+
+resource "aws_vpc_security_group_ingress_rule" "bastion_ssh" {
+  for_each = toset(var.ssh_allowed_cidrs)
+
+  security_group_id = aws_security_group.bastion.id
+  description       = "SSH from an allowed network"
+  ip_protocol       = "tcp"
+  from_port         = 22
+  to_port           = 22
+  cidr_ipv4         = each.value
+
+  tags = {
+    Name = "${local.name}-bastion-ssh"
+  }
+}
+
+# Package downloads and SSH onwards to the database hosts.
+resource "aws_vpc_security_group_egress_rule" "bastion_all" {
+  security_group_id = aws_security_group.bastion.id
+  description       = "All outbound traffic"
+  ip_protocol       = "-1"
+  cidr_ipv4         = "0.0.0.0/0"
+
+  tags = {
+    Name = "${local.name}-bastion-egress"
+  }
+}
+
+# --- Database hosts -----------------------------------------------------------
+
+resource "aws_security_group" "db" {
+  name        = "${local.name}-db"
+  description = "PostgreSQL primary and replicas of ${local.name}"
+  vpc_id      = aws_vpc.this.id
+
+  tags = {
+    Name = "${local.name}-db"
+  }
+}
+
+resource "aws_vpc_security_group_ingress_rule" "db_ssh_from_bastion" {
+  security_group_id            = aws_security_group.db.id
+  description                  = "SSH from the bastion only"
+  ip_protocol                  = "tcp"
+  from_port                    = 22
+  to_port                      = 22
+  referenced_security_group_id = aws_security_group.bastion.id
+
+  tags = {
+    Name = "${local.name}-db-ssh"
+  }
+}
+
+# Clients and streaming replication (replicas connect to the primary on 5432).
+resource "aws_vpc_security_group_ingress_rule" "db_postgresql" {
+  security_group_id = aws_security_group.db.id
+  description       = "PostgreSQL from inside the VPC"
+  ip_protocol       = "tcp"
+  from_port         = 5432
+  to_port           = 5432
+  cidr_ipv4         = aws_vpc.this.cidr_block
+
+  tags = {
+    Name = "${local.name}-db-postgresql"
+  }
+}
+
+# Package downloads through the NAT gateway and replication to the primary.
+resource "aws_vpc_security_group_egress_rule" "db_all" {
+  security_group_id = aws_security_group.db.id
+  description       = "All outbound traffic"
+  ip_protocol       = "-1"
+  cidr_ipv4         = "0.0.0.0/0"
+
+  tags = {
+    Name = "${local.name}-db-egress"
+  }
+}
