@@ -31,7 +31,7 @@ variable "ssh_allowed_cidrs" {
   validation {
     condition = length(var.ssh_allowed_cidrs) > 0 && alltrue([
       for cidr in var.ssh_allowed_cidrs :
-      can(cidrnetmask(cidr)) && try(cidrhost(cidr, 0) == split("/", cidr)[0], false)
+      can(regex("^[0-9]{1,3}(\\.[0-9]{1,3}){3}/[0-9]{1,2}$", cidr)) && try(cidrhost(cidr, 0) == split("/", cidr)[0], false)
     ])
     error_message = "The ssh_allowed_cidrs must hold at least one IPv4 CIDR block written with its network address (203.0.113.0/24, not 203.0.113.7/24)."
   }
@@ -67,7 +67,7 @@ variable "replica_count" {
   default     = 2
 
   validation {
-    condition     = var.replica_count >= 0 && var.replica_count <= 15 && floor(var.replica_count) == var.replica_count
+    condition     = var.replica_count >= 0 && var.replica_count <= 15 && var.replica_count % 1 == 0
     error_message = "The replica_count must be a whole number from 0 to 15."
   }
 }
@@ -100,7 +100,7 @@ variable "root_volume_size" {
   default     = 50
 
   validation {
-    condition     = var.root_volume_size >= 8 && var.root_volume_size <= 16384 && floor(var.root_volume_size) == var.root_volume_size
+    condition     = var.root_volume_size >= 8 && var.root_volume_size <= 16384 && var.root_volume_size % 1 == 0
     error_message = "The root_volume_size must be a whole number of GiB from 8 to 16384."
   }
 }
@@ -111,7 +111,7 @@ variable "bastion_root_volume_size" {
   default     = 16
 
   validation {
-    condition     = var.bastion_root_volume_size >= 8 && var.bastion_root_volume_size <= 16384 && floor(var.bastion_root_volume_size) == var.bastion_root_volume_size
+    condition     = var.bastion_root_volume_size >= 8 && var.bastion_root_volume_size <= 16384 && var.bastion_root_volume_size % 1 == 0
     error_message = "The bastion_root_volume_size must be a whole number of GiB from 8 to 16384."
   }
 }
@@ -187,7 +187,7 @@ variable "vpc_cidr" {
   default     = "10.20.0.0/16"
 
   validation {
-    condition = can(cidrnetmask(var.vpc_cidr)) && try(
+    condition = can(regex("^[0-9]{1,3}(\\.[0-9]{1,3}){3}/[0-9]{1,2}$", var.vpc_cidr)) && try(
       cidrhost(var.vpc_cidr, 0) == split("/", var.vpc_cidr)[0] &&
       tonumber(split("/", var.vpc_cidr)[1]) >= 16 &&
       tonumber(split("/", var.vpc_cidr)[1]) <= 24,
@@ -203,7 +203,7 @@ variable "availability_zone_count" {
   default     = 3
 
   validation {
-    condition     = var.availability_zone_count >= 1 && var.availability_zone_count <= 6 && floor(var.availability_zone_count) == var.availability_zone_count
+    condition     = var.availability_zone_count >= 1 && var.availability_zone_count <= 6 && var.availability_zone_count % 1 == 0
     error_message = "The availability_zone_count must be a whole number from 1 to 6."
   }
 }
