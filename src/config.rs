@@ -1,0 +1,299 @@
+//! Server configuration: read once at start-up from `.env` and the environment.
+//!
+//! Every key is documented in `.env.example`. A bad value stops start-up with one
+//! line per problem, naming the key.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::runner::Secret;
+
+/// Everything the server needs to know about its surroundings.
+#[derive(Clone)]
+pub struct Config {
+    /// Address the HTTP listener binds (`HOST_ADDRESS`).
+    pub host: IpAddr,
+    /// TCP port of the listener; 0 picks a free one (`API_PORT`).
+    pub port: u16,
+    /// Accepted `Host` header names; empty accepts any (`ALLOWED_HOSTS`).
+    pub allowed_hosts: Vec<String>,
+    /// Debug-level logging (`DEBUG`).
+    pub debug: bool,
+    /// `terraform` or `tofu` executable (`TERRAFORM_BINARY`).
+    pub terraform_binary: PathBuf,
+    /// `ansible-playbook` executable (`ANSIBLE_PLAYBOOK_BINARY`).
+    pub ansible_playbook_binary: PathBuf,
+    /// The Terraform stack the workspaces run (`TERRAFORM_DIR`).
+    pub terraform_dir: PathBuf,
+    /// Directory holding `site.yml` and its roles (`ANSIBLE_DIR`).
+    pub ansible_dir: PathBuf,
+    /// Directory of the minijinja templates (`TEMPLATE_DIR`).
+    pub template_dir: PathBuf,
+    /// Workspaces and job records live here (`DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// `app.log`, `terraform.log`, `ansible.log` (`LOG_DIR`).
+    pub log_dir: PathBuf,
+    /// Vault-encrypted vars file holding `replication_password` (`ANSIBLE_VAULT_FILE`).
+    pub ansible_vault_file: PathBuf,
+    /// Password of the vault; piped to ansible, never written (`ANSIBLE_VAULT_PASSWORD`).
+    pub ansible_vault_password: Option<Secret>,
+    /// What `"output"` of `/terraform/output` holds: `text` or `json` (`OUTPUT_FORMAT`).
+    pub output_format: OutputFormat,
+    /// Longest a job may run before it is stopped (`JOB_TIMEOUT_SECS`).
+    pub job_timeout: Duration,
+    /// Longest a job may stay silent before it is stopped; `None` = no limit
+    /// (`JOB_IDLE_TIMEOUT_SECS`, 0 disables).
+    pub job_idle_timeout: Option<Duration>,
+    /// Time between SIGINT and SIGKILL when a job is stopped (`CANCEL_GRACE_SECS`).
+    pub cancel_grace: Duration,
+    /// Lines longer than this are cut with a marker (`JOB_LOG_MAX_LINE_BYTES`).
+    pub max_line_bytes: usize,
+    /// A job's stored log stops, with a marker, past this size (`JOB_LOG_MAX_BYTES`).
+    pub max_log_bytes: usize,
+    /// Largest request body accepted (`MAX_BODY_BYTES`).
+    pub max_body_bytes: usize,
+}
+
+/// Format of the `"output"` text of `/terraform/output`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+/// All the problems found in the configuration, one per line.
+#[derive(Debug)]
+pub struct ConfigError(pub Vec<String>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration:")?;
+        for problem in &self.0 {
+            writeln!(f, "  {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("terraform_dir", &self.terraform_dir)
+            .field("ansible_dir", &self.ansible_dir)
+            .field("data_dir", &self.data_dir)
+            .field("vault_password_set", &self.ansible_vault_password.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// Reads `.env` (when present) into the environment, then the configuration.
+    pub fn load() -> Result<Config, ConfigError> {
+        // A missing .env is normal; a malformed one is a configuration error.
+        if let Err(err) = dotenvy::dotenv()
+            && !err.not_found()
+        {
+            return Err(ConfigError(vec![format!(".env: {err}")]));
+        }
+        Config::from_vars(std::env::vars().collect())
+    }
+
+    /// Builds the configuration from a set of variables (the environment in production).
+    pub fn from_vars(vars: HashMap<String, String>) -> Result<Config, ConfigError> {
+        let mut r = Reader {
+            vars,
+            problems: Vec::new(),
+        };
+        let config = Config {
+            host: r
+                .parse::<IpAddrOr>("HOST_ADDRESS", "127.0.0.1", "an IP address")
+                .0,
+            port: r.parse("API_PORT", "5000", "a port number (0-65535)"),
+            allowed_hosts: r
+                .string("ALLOWED_HOSTS", "")
+                .split(',')
+                .map(|h| h.trim().to_ascii_lowercase())
+                .filter(|h| !h.is_empty())
+                .collect(),
+            debug: r.boolean("DEBUG", false),
+            terraform_binary: r.string("TERRAFORM_BINARY", "terraform").into(),
+            ansible_playbook_binary: r
+                .string("ANSIBLE_PLAYBOOK_BINARY", "ansible-playbook")
+                .into(),
+            terraform_dir: r.directory("TERRAFORM_DIR", "terraform/aws", true),
+            ansible_dir: r.directory("ANSIBLE_DIR", "ansible", true),
+            template_dir: r.directory("TEMPLATE_DIR", "templates", true),
+            data_dir: r.directory("DATA_DIR", "data", false),
+            log_dir: r.directory("LOG_DIR", "logs", false),
+            ansible_vault_file: r.string("ANSIBLE_VAULT_FILE", "ansible/vault.yml").into(),
+            ansible_vault_password: r
+                .vars
+                .get("ANSIBLE_VAULT_PASSWORD")
+                .filter(|v| !v.is_empty())
+                .map(|v| Secret::new(v.clone())),
+            output_format: match r
+                .string("OUTPUT_FORMAT", "text")
+                .to_ascii_lowercase()
+                .as_str()
+            {
+                "text" => OutputFormat::Text,
+                "json" => OutputFormat::Json,
+                other => {
+                    r.problems.push(format!(
+                        "OUTPUT_FORMAT: must be text or json, got {other:?}"
+                    ));
+                    OutputFormat::Text
+                }
+            },
+            job_timeout: Duration::from_secs(r.positive("JOB_TIMEOUT_SECS", "3600")),
+            job_idle_timeout: match r.parse::<u64>(
+                "JOB_IDLE_TIMEOUT_SECS",
+                "0",
+                "a number of seconds",
+            ) {
+                0 => None,
+                secs => Some(Duration::from_secs(secs)),
+            },
+            cancel_grace: Duration::from_secs(r.parse(
+                "CANCEL_GRACE_SECS",
+                "30",
+                "a number of seconds",
+            )),
+            max_line_bytes: r.positive("JOB_LOG_MAX_LINE_BYTES", "16384") as usize,
+            max_log_bytes: r.positive("JOB_LOG_MAX_BYTES", "67108864") as usize,
+            max_body_bytes: r.positive("MAX_BODY_BYTES", "65536") as usize,
+        };
+        if r.problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError(r.problems))
+        }
+    }
+}
+
+/// `IpAddr` with a default, for `Reader::parse`.
+struct IpAddrOr(IpAddr);
+
+impl Default for IpAddrOr {
+    fn default() -> Self {
+        IpAddrOr(IpAddr::from([127, 0, 0, 1]))
+    }
+}
+
+impl std::str::FromStr for IpAddrOr {
+    type Err = std::net::AddrParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse().map(IpAddrOr)
+    }
+}
+
+/// Reads keys with defaults and collects every problem instead of stopping at the first.
+struct Reader {
+    vars: HashMap<String, String>,
+    problems: Vec<String>,
+}
+
+impl Reader {
+    fn string(&self, key: &str, default: &str) -> String {
+        match self.vars.get(key) {
+            Some(v) if !v.trim().is_empty() => v.trim().to_string(),
+            _ => default.to_string(),
+        }
+    }
+
+    fn parse<T: std::str::FromStr + Default>(&mut self, key: &str, default: &str, what: &str) -> T {
+        let raw = self.string(key, default);
+        raw.parse().unwrap_or_else(|_| {
+            self.problems
+                .push(format!("{key}: must be {what}, got {raw:?}"));
+            T::default()
+        })
+    }
+
+    fn positive(&mut self, key: &str, default: &str) -> u64 {
+        let value: u64 = self.parse(key, default, "a positive number");
+        if value == 0 && !self.problems.iter().any(|p| p.starts_with(key)) {
+            self.problems.push(format!("{key}: must be greater than 0"));
+        }
+        value
+    }
+
+    fn boolean(&mut self, key: &str, default: bool) -> bool {
+        let raw = self.string(key, if default { "true" } else { "false" });
+        match raw.to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => true,
+            "0" | "false" | "no" | "off" => false,
+            _ => {
+                self.problems
+                    .push(format!("{key}: must be true or false, got {raw:?}"));
+                default
+            }
+        }
+    }
+
+    /// A directory path; `must_exist` directories are inputs the server cannot create.
+    fn directory(&mut self, key: &str, default: &str, must_exist: bool) -> PathBuf {
+        let path = PathBuf::from(self.string(key, default));
+        if must_exist && !path.is_dir() {
+            self.problems
+                .push(format!("{key}: {} is not a directory", path.display()));
+        }
+        path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        let mut map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let here = env!("CARGO_MANIFEST_DIR");
+        map.entry("TERRAFORM_DIR".into())
+            .or_insert(format!("{here}/templates"));
+        map.entry("ANSIBLE_DIR".into())
+            .or_insert(format!("{here}/templates"));
+        map.entry("TEMPLATE_DIR".into())
+            .or_insert(format!("{here}/templates"));
+        map
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = Config::from_vars(vars(&[])).unwrap();
+        assert_eq!(config.port, 5000);
+        assert!(!config.debug);
+        assert!(config.ansible_vault_password.is_none());
+    }
+
+    #[test]
+    fn every_bad_key_is_named() {
+        let err = Config::from_vars(vars(&[
+            ("API_PORT", "http"),
+            ("DEBUG", "maybe"),
+            ("JOB_TIMEOUT_SECS", "0"),
+            ("TERRAFORM_DIR", "/nonexistent/stack"),
+        ]))
+        .unwrap_err();
+        let text = err.to_string();
+        for key in ["API_PORT", "DEBUG", "JOB_TIMEOUT_SECS", "TERRAFORM_DIR"] {
+            assert!(text.contains(key), "{key} missing from {text}");
+        }
+    }
+
+    #[test]
+    fn an_empty_vault_password_counts_as_unset() {
+        let config = Config::from_vars(vars(&[("ANSIBLE_VAULT_PASSWORD", "")])).unwrap();
+        assert!(config.ansible_vault_password.is_none());
+    }
+}

@@ -1,0 +1,28 @@
+//! Validated input: each type's constructor rejects what must not reach a
+//! template or a command line.
+
+mod host;
+mod key_path;
+mod pg_setting;
+mod postgresql_version;
+pub mod tfvars;
+
+pub use host::HostAddress;
+pub use key_path::KeyPath;
+pub use pg_setting::{PgSettingName, PgSettingValue};
+pub use postgresql_version::PostgresqlVersion;
+pub use tfvars::{StackVariables, TfType, VariableSpec};
+
+use serde::Deserialize;
+
+/// Options every run endpoint takes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunOptions {
+    /// Return the tool's standard output in the answer.
+    #[serde(default)]
+    pub output: bool,
+    /// Answer `202` at once with the job instead of waiting for its end.
+    #[serde(default, rename = "async")]
+    pub run_async: bool,
+}

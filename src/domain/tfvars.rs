@@ -1,0 +1,479 @@
+//! Terraform variables: what the stack declares (read from its `*.tf` files
+//! with an HCL parser) and the values a request may give them.
+
+use std::path::Path;
+
+use hcl::eval::{Context, Evaluate};
+use hcl::{Body, Expression, ObjectKey};
+use serde_json::{Map, Number, Value};
+
+/// The type constraint of a variable, as declared by `type = ...`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TfType {
+    Any,
+    String,
+    Number,
+    Bool,
+    List(Box<TfType>),
+    Set(Box<TfType>),
+    Map(Box<TfType>),
+    Tuple(Vec<TfType>),
+    Object(Vec<(String, TfType)>),
+}
+
+/// One `variable` block of the stack.
+#[derive(Clone, Debug)]
+pub struct VariableSpec {
+    pub name: String,
+    pub ty: TfType,
+    /// The default as JSON; `None` when the variable is required.
+    pub default: Option<Value>,
+    pub description: Option<String>,
+}
+
+impl VariableSpec {
+    pub fn is_required(&self) -> bool {
+        self.default.is_none()
+    }
+}
+
+/// The variables a stack declares, in declaration order.
+#[derive(Clone, Debug, Default)]
+pub struct StackVariables {
+    pub variables: Vec<VariableSpec>,
+}
+
+impl StackVariables {
+    /// Reads every `variable` block of the `*.tf` files directly in `dir`.
+    pub fn from_dir(dir: &Path) -> Result<StackVariables, String> {
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|e| format!("cannot read stack directory {}: {e}", dir.display()))?
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "tf") && path.is_file())
+            .collect();
+        // variables.tf first, then the rest by name: a stable declaration order.
+        files.sort_by_key(|p| (p.file_name() != Some("variables.tf".as_ref()), p.clone()));
+        let mut variables = Vec::new();
+        for file in files {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            let parsed =
+                StackVariables::parse(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+            variables.extend(parsed.variables);
+        }
+        Ok(StackVariables { variables })
+    }
+
+    /// Parses the `variable` blocks of one HCL document.
+    pub fn parse(text: &str) -> Result<StackVariables, String> {
+        let body: Body = hcl::parse(text).map_err(|e| e.to_string())?;
+        let mut variables = Vec::new();
+        for block in body
+            .blocks()
+            .filter(|b| b.identifier.as_str() == "variable")
+        {
+            let [label] = block.labels.as_slice() else {
+                return Err("a variable block needs exactly one label".into());
+            };
+            let name = label.as_str().to_string();
+            if !is_identifier(&name) {
+                return Err(format!("variable name {name:?} is not an identifier"));
+            }
+            let mut spec = VariableSpec {
+                name: name.clone(),
+                ty: TfType::Any,
+                default: None,
+                description: None,
+            };
+            for attr in block.body.attributes() {
+                match attr.key.as_str() {
+                    "type" => {
+                        spec.ty = parse_type(&attr.expr)
+                            .map_err(|e| format!("variable {name}: type: {e}"))?
+                    }
+                    "default" => {
+                        let value = attr
+                            .expr
+                            .evaluate(&Context::new())
+                            .map_err(|e| format!("variable {name}: default: {e}"))?;
+                        spec.default = Some(
+                            serde_json::to_value(value)
+                                .map_err(|e| format!("variable {name}: default: {e}"))?,
+                        );
+                    }
+                    "description" => {
+                        if let Expression::String(s) = &attr.expr {
+                            spec.description = Some(s.clone());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            variables.push(spec);
+        }
+        Ok(StackVariables { variables })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&VariableSpec> {
+        self.variables.iter().find(|v| v.name == name)
+    }
+}
+
+fn parse_type(expr: &Expression) -> Result<TfType, String> {
+    match expr {
+        Expression::Variable(v) => keyword_type(v.as_str()),
+        // Terraform 0.11 quoted types: "string", "list", "map".
+        Expression::String(s) => keyword_type(s),
+        Expression::FuncCall(call) => {
+            let arg = |i: usize| {
+                call.args
+                    .get(i)
+                    .ok_or_else(|| format!("{}() needs an argument", call.name.name))
+            };
+            match call.name.name.as_str() {
+                "list" => Ok(TfType::List(Box::new(parse_type(arg(0)?)?))),
+                "set" => Ok(TfType::Set(Box::new(parse_type(arg(0)?)?))),
+                "map" => Ok(TfType::Map(Box::new(parse_type(arg(0)?)?))),
+                "tuple" => match arg(0)? {
+                    Expression::Array(items) => Ok(TfType::Tuple(
+                        items.iter().map(parse_type).collect::<Result<_, _>>()?,
+                    )),
+                    _ => Err("tuple() takes a list of types".into()),
+                },
+                "object" => match arg(0)? {
+                    Expression::Object(attrs) => {
+                        let mut fields = Vec::new();
+                        for (key, ty) in attrs {
+                            let key = match key {
+                                ObjectKey::Identifier(id) => id.as_str().to_string(),
+                                ObjectKey::Expression(Expression::String(s)) => s.clone(),
+                                _ => return Err("object() attribute names must be names".into()),
+                            };
+                            fields.push((key, parse_type(ty)?));
+                        }
+                        Ok(TfType::Object(fields))
+                    }
+                    _ => Err("object() takes an object of types".into()),
+                },
+                // optional(T) inside object types: treat as T.
+                "optional" => parse_type(arg(0)?),
+                other => Err(format!("unsupported type constructor {other}()")),
+            }
+        }
+        _ => Err("unsupported type expression".into()),
+    }
+}
+
+fn keyword_type(word: &str) -> Result<TfType, String> {
+    match word {
+        "string" => Ok(TfType::String),
+        "number" => Ok(TfType::Number),
+        "bool" => Ok(TfType::Bool),
+        "any" => Ok(TfType::Any),
+        "list" => Ok(TfType::List(Box::new(TfType::Any))),
+        "map" => Ok(TfType::Map(Box::new(TfType::Any))),
+        other => Err(format!("unknown type {other}")),
+    }
+}
+
+/// `[A-Za-z_][A-Za-z0-9_-]*`, the shape of a Terraform name.
+pub fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Checks `value` against `ty` and converts it to the JSON form the renderer
+/// writes (numeric strings become numbers, "true" becomes true, ...).
+/// The error is a reason, for the caller to attach to the field name.
+pub fn conform(value: &Value, ty: &TfType) -> Result<Value, String> {
+    match (ty, value) {
+        (_, Value::Null) => Ok(Value::Null),
+        (TfType::String, Value::String(s)) => safe_string(s).map(|_| value.clone()),
+        // Terraform converts numbers and bools to strings itself.
+        (TfType::String, Value::Number(n)) => Ok(Value::String(n.to_string())),
+        (TfType::String, Value::Bool(b)) => Ok(Value::String(b.to_string())),
+        (TfType::Number, Value::Number(_)) => Ok(value.clone()),
+        (TfType::Number, Value::String(s)) => parse_number(s.trim())
+            .map(Value::Number)
+            .ok_or_else(|| format!("expected a number, got {s:?}")),
+        (TfType::Bool, Value::Bool(_)) => Ok(value.clone()),
+        (TfType::Bool, Value::String(s)) if s == "true" || s == "false" => {
+            Ok(Value::Bool(s == "true"))
+        }
+        (TfType::List(item) | TfType::Set(item), Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| conform(v, item).map_err(|e| format!("[{i}]: {e}")))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::Array),
+        (TfType::Tuple(types), Value::Array(items)) => {
+            if types.len() != items.len() {
+                return Err(format!(
+                    "expected {} elements, got {}",
+                    types.len(),
+                    items.len()
+                ));
+            }
+            items
+                .iter()
+                .zip(types)
+                .enumerate()
+                .map(|(i, (v, t))| conform(v, t).map_err(|e| format!("[{i}]: {e}")))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Value::Array)
+        }
+        (TfType::Map(item), Value::Object(entries)) => {
+            let mut out = Map::new();
+            for (key, v) in entries {
+                safe_string(key).map_err(|e| format!("key {key:?}: {e}"))?;
+                out.insert(
+                    key.clone(),
+                    conform(v, item).map_err(|e| format!("[{key:?}]: {e}"))?,
+                );
+            }
+            Ok(Value::Object(out))
+        }
+        (TfType::Object(fields), Value::Object(entries)) => {
+            if let Some(extra) = entries
+                .keys()
+                .find(|k| !fields.iter().any(|(f, _)| f == *k))
+            {
+                return Err(format!("unknown attribute {extra:?}"));
+            }
+            let mut out = Map::new();
+            for (name, t) in fields {
+                let v = entries.get(name).unwrap_or(&Value::Null);
+                out.insert(
+                    name.clone(),
+                    conform(v, t).map_err(|e| format!(".{name}: {e}"))?,
+                );
+            }
+            Ok(Value::Object(out))
+        }
+        (TfType::Any, Value::String(s)) => safe_string(s).map(|_| value.clone()),
+        (TfType::Any, Value::Array(items)) => conform(
+            &Value::Array(items.clone()),
+            &TfType::List(Box::new(TfType::Any)),
+        ),
+        (TfType::Any, Value::Object(_)) => conform(value, &TfType::Map(Box::new(TfType::Any))),
+        (TfType::Any, _) => Ok(value.clone()),
+        (ty, v) => Err(format!("expected {}, got {}", describe(ty), json_kind(v))),
+    }
+}
+
+/// Strings may not carry what would change the meaning of the tfvars file
+/// or of Terraform's templates, even though the renderer escapes all of it.
+fn safe_string(s: &str) -> Result<(), String> {
+    if let Some(c) = s.chars().find(|c| c.is_control()) {
+        return Err(format!("control character {:?} is not allowed", c));
+    }
+    if s.contains('"') {
+        return Err("double quotes are not allowed".into());
+    }
+    if s.contains("${") || s.contains("%{") {
+        return Err("template sequences ${ and %{ are not allowed".into());
+    }
+    if s.len() > 4096 {
+        return Err("longer than 4096 bytes".into());
+    }
+    Ok(())
+}
+
+fn parse_number(s: &str) -> Option<Number> {
+    if let Ok(i) = s.parse::<i64>() {
+        return Some(Number::from(i));
+    }
+    s.parse::<f64>()
+        .ok()
+        .filter(|f| f.is_finite())
+        .and_then(Number::from_f64)
+}
+
+fn describe(ty: &TfType) -> &'static str {
+    match ty {
+        TfType::Any => "any value",
+        TfType::String => "a string",
+        TfType::Number => "a number",
+        TfType::Bool => "a boolean",
+        TfType::List(_) | TfType::Set(_) | TfType::Tuple(_) => "a list",
+        TfType::Map(_) | TfType::Object(_) => "an object",
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Writes a JSON value as an HCL literal. Strings are escaped for HCL's quoted
+/// string syntax, including its template sequences, so any string round-trips.
+pub fn to_hcl(value: &Value) -> String {
+    let mut out = String::new();
+    write_hcl(value, &mut out);
+    out
+}
+
+fn write_hcl(value: &Value, out: &mut String) {
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => out.push_str(&n.to_string()),
+        Value::String(s) => write_hcl_string(s, out),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_hcl(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(entries) => {
+            out.push('{');
+            for (i, (key, item)) in entries.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_hcl_string(key, out);
+                out.push_str(" = ");
+                write_hcl(item, out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+fn write_hcl_string(s: &str, out: &mut String) {
+    out.push('"');
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            // `${` and `%{` start templates; doubling the sigil makes them literal.
+            '$' | '%' if chars.peek() == Some(&'{') => {
+                out.push(c);
+                out.push(c);
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const STACK: &str = r#"
+variable "bastion_key_pair" {
+  type        = string
+  description = "Key pair of the bastion"
+}
+variable "replica_count" {
+  type    = number
+  default = 2
+}
+variable "ssh_allowed_cidrs" {
+  type    = list(string)
+  default = ["10.0.0.0/8"]
+}
+variable "tags" {
+  type    = map(string)
+  default = {}
+}
+variable "ami_id" {
+  type    = string
+  default = null
+}
+"#;
+
+    #[test]
+    fn variables_types_and_defaults_come_from_the_hcl() {
+        let stack = StackVariables::parse(STACK).unwrap();
+        let names: Vec<_> = stack.variables.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "bastion_key_pair",
+                "replica_count",
+                "ssh_allowed_cidrs",
+                "tags",
+                "ami_id"
+            ]
+        );
+        let key = stack.get("bastion_key_pair").unwrap();
+        assert!(key.is_required());
+        assert_eq!(key.description.as_deref(), Some("Key pair of the bastion"));
+        assert_eq!(stack.get("replica_count").unwrap().default, Some(json!(2)));
+        assert_eq!(
+            stack.get("ssh_allowed_cidrs").unwrap().ty,
+            TfType::List(Box::new(TfType::String))
+        );
+        // `default = null` makes a variable optional.
+        assert_eq!(stack.get("ami_id").unwrap().default, Some(Value::Null));
+    }
+
+    #[test]
+    fn a_numeric_string_is_accepted_as_a_number() {
+        assert_eq!(conform(&json!("2"), &TfType::Number).unwrap(), json!(2));
+    }
+
+    #[test]
+    fn a_word_is_rejected_as_a_number() {
+        assert!(conform(&json!("two"), &TfType::Number).is_err());
+    }
+
+    #[test]
+    fn a_template_sequence_in_a_string_is_rejected() {
+        for bad in ["${file(\"/etc/passwd\")}", "%{ if true }x%{ endif }"] {
+            assert!(conform(&json!(bad), &TfType::String).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_quote_or_a_newline_in_a_string_is_rejected() {
+        assert!(conform(&json!("a\"b"), &TfType::String).is_err());
+        assert!(conform(&json!("a\nb = 1"), &TfType::String).is_err());
+        assert!(conform(&json!("a\u{0}"), &TfType::String).is_err());
+    }
+
+    #[test]
+    fn list_elements_are_checked_too() {
+        let ty = TfType::List(Box::new(TfType::String));
+        let err = conform(&json!(["ok", "${bad}"]), &ty).unwrap_err();
+        assert!(err.starts_with("[1]"), "{err}");
+    }
+
+    #[test]
+    fn the_hcl_encoder_round_trips_every_hostile_string() {
+        let hostile = "q\"uote \\back ${interp} %{dir} $${kept} \n new\r\t \u{1} end";
+        let rendered = format!("x = {}\n", to_hcl(&json!(hostile)));
+        let body: Body = hcl::parse(&rendered).unwrap();
+        let attr = body.attributes().next().unwrap();
+        let value = attr.expr.evaluate(&Context::new()).unwrap();
+        assert_eq!(value, hcl::Value::from(hostile));
+    }
+
+    #[test]
+    fn lists_and_maps_render_as_hcl() {
+        assert_eq!(
+            to_hcl(&json!({"a": [1, "b", true, null]})),
+            r#"{"a" = [1, "b", true, null]}"#
+        );
+    }
+}

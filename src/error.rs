@@ -1,0 +1,257 @@
+//! The one error type the API answers with, and the JSON extractor whose
+//! rejections use the same shape.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+
+use crate::store::JobId;
+
+/// What a request can end in besides success.
+#[derive(thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is malformed or a value is not acceptable.
+    /// `fields` maps each offending field to the reason.
+    #[error("{message}")]
+    Validation {
+        message: String,
+        fields: Map<String, Value>,
+    },
+    /// 400: generate was sent names the stack does not declare, or lacks required ones.
+    #[error("invalid terraform variables")]
+    Variables {
+        unknown: Vec<String>,
+        missing: Vec<String>,
+        invalid: Map<String, Value>,
+    },
+    /// 400: the tool ran and failed (the original API's shape), with its output tail.
+    #[error("{error}")]
+    ToolFailed {
+        error: String,
+        details: String,
+        job_id: JobId,
+        status: String,
+    },
+    /// 409: the workspace is busy with another job.
+    #[error("workspace {workspace} is busy with job {job_id}")]
+    Busy { workspace: String, job_id: JobId },
+    /// 409: the request needs something done first (e.g. apply without a saved plan).
+    #[error("{0}")]
+    Conflict(String),
+    /// 404: no such thing.
+    #[error("{0}")]
+    NotFound(String),
+    /// 413: body too large.
+    #[error("request body is too large")]
+    TooLarge,
+    /// 415: body is not JSON.
+    #[error("expected a JSON body (Content-Type: application/json)")]
+    UnsupportedMediaType,
+    /// 500: a fault of the server; the cause is logged, never sent.
+    #[error("an unexpected error occurred")]
+    Internal(#[source] anyhow_like::Error),
+}
+
+impl ApiError {
+    /// A 400 naming one field and the reason it was rejected.
+    pub fn field(field: impl Into<String>, reason: impl Into<String>) -> ApiError {
+        let field = field.into();
+        let reason = reason.into();
+        let mut fields = Map::new();
+        fields.insert(field.clone(), Value::String(reason.clone()));
+        ApiError::Validation {
+            message: format!("invalid field '{field}': {reason}"),
+            fields,
+        }
+    }
+
+    /// A 400 naming several fields.
+    pub fn fields(fields: Map<String, Value>) -> ApiError {
+        let names: Vec<&str> = fields.keys().map(String::as_str).collect();
+        ApiError::Validation {
+            message: format!("invalid fields: {}", names.join(", ")),
+            fields,
+        }
+    }
+
+    /// A 400 that concerns the request as a whole.
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::Validation {
+            message: message.into(),
+            fields: Map::new(),
+        }
+    }
+
+    /// A 500 from any internal cause.
+    pub fn internal(err: impl Into<anyhow_like::Error>) -> ApiError {
+        ApiError::Internal(err.into())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Validation { .. }
+            | ApiError::Variables { .. }
+            | ApiError::ToolFailed { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Busy { .. } | ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl std::fmt::Debug for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self}")?;
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            write!(f, "\n  caused by: {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut retry_after = None;
+        let body = match self {
+            ApiError::Validation { message, fields } if fields.is_empty() => {
+                json!({ "error": message })
+            }
+            ApiError::Validation { message, fields } => {
+                json!({ "error": message, "fields": fields })
+            }
+            ApiError::Variables {
+                unknown,
+                missing,
+                invalid,
+            } => {
+                let mut parts = Vec::new();
+                if !unknown.is_empty() {
+                    parts.push(format!("unknown variables: {}", unknown.join(", ")));
+                }
+                if !missing.is_empty() {
+                    parts.push(format!(
+                        "missing required variables: {}",
+                        missing.join(", ")
+                    ));
+                }
+                if !invalid.is_empty() {
+                    let names: Vec<&str> = invalid.keys().map(String::as_str).collect();
+                    parts.push(format!("invalid values: {}", names.join(", ")));
+                }
+                json!({
+                    "error": parts.join("; "),
+                    "unknown_variables": unknown,
+                    "missing_variables": missing,
+                    "fields": invalid,
+                })
+            }
+            ApiError::ToolFailed {
+                error,
+                details,
+                job_id,
+                status,
+            } => json!({ "error": error, "details": details, "job_id": job_id, "status": status }),
+            ApiError::Busy { workspace, job_id } => {
+                retry_after = Some(HeaderValue::from_static("5"));
+                json!({
+                    "error": format!("workspace '{workspace}' is busy with job {job_id}; retry when it has finished"),
+                    "job_id": job_id,
+                })
+            }
+            ApiError::Internal(ref err) => {
+                tracing::error!(error = ?err, "internal error");
+                json!({ "error": "An unexpected error occurred" })
+            }
+            other => json!({ "error": other.to_string() }),
+        };
+        let mut response = (status, Json(body)).into_response();
+        if let Some(value) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        response
+    }
+}
+
+/// A boxed error with its cause chain, for `ApiError::Internal`.
+pub mod anyhow_like {
+    pub type Error = Box<dyn std::error::Error + Send + Sync + 'static>;
+}
+
+/// `Json<T>` whose rejections answer in the API's error shape.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+/// Like `ApiJson`, but an empty body (no content type) reads as `{}`: the run
+/// endpoints' options are all optional and the original tool accepted no body.
+pub struct OptionalJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for OptionalJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Default,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let has_body = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v != "0")
+            .unwrap_or_else(|| req.headers().contains_key(header::TRANSFER_ENCODING));
+        if !has_body {
+            return Ok(OptionalJson(T::default()));
+        }
+        let ApiJson(value) = ApiJson::<T>::from_request(req, state).await?;
+        Ok(OptionalJson(value))
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    match rejection {
+        JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
+        JsonRejection::JsonDataError(err) => ApiError::bad_request(format!(
+            "invalid request body: {}",
+            std::error::Error::source(&err)
+                .map(ToString::to_string)
+                .unwrap_or_else(|| err.body_text())
+        )),
+        JsonRejection::JsonSyntaxError(err) => ApiError::bad_request(format!(
+            "request body is not valid JSON: {}",
+            std::error::Error::source(&err)
+                .map(ToString::to_string)
+                .unwrap_or_else(|| err.body_text())
+        )),
+        JsonRejection::BytesRejection(err) => {
+            if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::TooLarge
+            } else {
+                ApiError::bad_request(err.body_text())
+            }
+        }
+        other => ApiError::bad_request(other.body_text()),
+    }
+}

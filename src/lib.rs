@@ -1,0 +1,14 @@
+//! pgcluster-api: an HTTP API that provisions and configures a replicated
+//! PostgreSQL cluster by driving `terraform` and `ansible-playbook`.
+
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod render;
+pub mod routes;
+pub mod runner;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod tools;
+pub mod workspace;

@@ -1,0 +1,42 @@
+use std::process::ExitCode;
+
+use pgcluster_api::config::Config;
+use pgcluster_api::startup::Application;
+use pgcluster_api::telemetry;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = match Config::load() {
+        Ok(config) => config,
+        Err(err) => {
+            eprint!("{err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let _logs = match telemetry::init(&config.log_dir, config.debug) {
+        Ok(guards) => guards,
+        Err(err) => {
+            eprintln!(
+                "LOG_DIR: cannot set up logging in {}: {err}",
+                config.log_dir.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let app = match Application::build(config).await {
+        Ok(app) => app,
+        Err(err) => {
+            tracing::error!("{err}");
+            eprintln!("cannot start: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(port = app.port(), "pgcluster-api listening");
+    match app.run_until_stopped().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %err, "server error");
+            ExitCode::FAILURE
+        }
+    }
+}

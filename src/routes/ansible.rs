@@ -1,0 +1,284 @@
+//! `/ansible/configure` (inventory and settings from terraform's outputs) and
+//! `/ansible/run` (the playbook).
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::{DEFAULT_WORKSPACE, RunAnswer, details};
+use crate::domain::{HostAddress, KeyPath, PgSettingName, PgSettingValue, PostgresqlVersion};
+use crate::error::{ApiError, OptionalJson};
+use crate::startup::AppState;
+use crate::store::JobStatus;
+use crate::tools::ansible::playbook_job;
+use crate::tools::terraform::{self, Command, Outputs};
+use crate::workspace::write_atomic;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/ansible/configure", post(configure))
+        .route("/ansible/run", post(run))
+}
+
+/// Request keys of `configure` that are not PostgreSQL settings.
+const KEY_FIELDS: [&str; 2] = ["bastion_key_path", "db_key_path"];
+
+/// Writes `hosts.ini`, `ssh_config`, `ansible.cfg` and `postgresql.yml` for
+/// the cluster terraform built.
+async fn configure(
+    State(state): State<AppState>,
+    OptionalJson(body): OptionalJson<Option<Map<String, Value>>>,
+) -> Result<Response, ApiError> {
+    let Some(body) = body else {
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object with bastion_key_path, db_key_path and PostgreSQL settings",
+        ));
+    };
+    let mut problems = Map::new();
+    let mut key_path = |field: &str| -> Option<KeyPath> {
+        let result = match body.get(field) {
+            Some(Value::String(raw)) => KeyPath::parse(raw),
+            Some(_) => Err("must be a string".into()),
+            None => Err("is required".into()),
+        };
+        result
+            .map_err(|e| problems.insert(field.into(), json!(e)))
+            .ok()
+    };
+    let bastion_key = key_path("bastion_key_path");
+    let db_key = key_path("db_key_path");
+    let mut settings = Map::new();
+    for (name, value) in body
+        .iter()
+        .filter(|(k, _)| !KEY_FIELDS.contains(&k.as_str()))
+    {
+        match (PgSettingName::parse(name), PgSettingValue::parse(value)) {
+            (Ok(n), Ok(v)) => {
+                settings.insert(n.as_str().to_string(), json!(v.as_str()));
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                problems.insert(name.clone(), json!(e));
+            }
+        }
+    }
+    let (Some(bastion_key), Some(db_key)) = (bastion_key, db_key) else {
+        return Err(ApiError::fields(problems));
+    };
+    if !problems.is_empty() {
+        return Err(ApiError::fields(problems));
+    }
+
+    let workspace = state.workspace(DEFAULT_WORKSPACE);
+    let _hold = state.hold_for_files(&workspace)?;
+    let out_spec = terraform::job(
+        &state.config,
+        &workspace,
+        Command::Output,
+        None,
+        json!({ "for": "ansible/configure" }),
+    );
+    let output = state.submit(out_spec).await?.wait().await;
+    if output.status != JobStatus::Succeeded {
+        return Err(ApiError::ToolFailed {
+            error: "Terraform output command failed".into(),
+            details: details(&output),
+            job_id: output.job_id,
+            status: output.status.as_str().into(),
+        });
+    }
+    let outputs = Outputs::parse(&output.stdout).map_err(ApiError::Conflict)?;
+    let cluster = Cluster::from_outputs(&outputs).map_err(ApiError::Conflict)?;
+
+    let dir = workspace.ansible_dir();
+    let context = json!({
+        "dir": dir,
+        "ansible_dir": std::path::absolute(&state.config.ansible_dir).map_err(ApiError::internal)?,
+        "bastion": cluster.bastion.as_str(),
+        "primary": cluster.primary.as_str(),
+        "replicas": cluster.replicas.iter().enumerate().map(|(i, a)| json!({
+            "name": format!("replica{}", i + 1),
+            "address": a.as_str(),
+        })).collect::<Vec<_>>(),
+        "ssh_user": cluster.ssh_user,
+        "bastion_key_path": bastion_key.as_str(),
+        "db_key_path": db_key.as_str(),
+        "strict_host_key_checking": "accept-new",
+        "settings": settings,
+        "stack_vars": cluster.stack_vars,
+    });
+    let mut files = Vec::new();
+    for (template, file) in [
+        ("hosts.ini.j2", "hosts.ini"),
+        ("ssh_config.j2", "ssh_config"),
+        ("ansible.cfg.j2", "ansible.cfg"),
+        ("postgresql.yml.j2", "postgresql.yml"),
+    ] {
+        let text = state
+            .renderer
+            .render(template, &context)
+            .map_err(ApiError::internal)?;
+        files.push((dir.join(file), text));
+    }
+    for sub in ["cp", "tmp", "home"] {
+        std::fs::create_dir_all(dir.join(sub)).map_err(ApiError::internal)?;
+    }
+    for (path, text) in files {
+        write_atomic(&path, text.as_bytes()).map_err(ApiError::internal)?;
+    }
+    // The hosts may be new machines on old addresses: learn their keys again.
+    let _ = std::fs::remove_file(dir.join("known_hosts"));
+
+    Ok(axum::Json(json!({
+        "message": "Ansible configuration completed successfully",
+        "job_id": output.job_id,
+        "inventory": {
+            "bastion": cluster.bastion.as_str(),
+            "primary": cluster.primary.as_str(),
+            "replicas": cluster.replicas.iter().map(HostAddress::as_str).collect::<Vec<_>>(),
+        },
+        "settings": settings,
+    }))
+    .into_response())
+}
+
+/// The hosts and stack variables read from terraform's outputs.
+struct Cluster {
+    bastion: HostAddress,
+    primary: HostAddress,
+    replicas: Vec<HostAddress>,
+    ssh_user: String,
+    stack_vars: Map<String, Value>,
+}
+
+impl Cluster {
+    fn from_outputs(outputs: &Outputs) -> Result<Cluster, String> {
+        let values = &outputs.values;
+        let address = |name: &str| -> Result<HostAddress, String> {
+            match values.get(name) {
+                Some(Value::String(s)) => {
+                    HostAddress::parse(s).map_err(|e| format!("output {name}: {e}"))
+                }
+                Some(_) => Err(format!("output {name} is not a string")),
+                None => Err(format!(
+                    "terraform has no output {name}: apply the stack first (/terraform/plan, /terraform/apply)"
+                )),
+            }
+        };
+        let bastion = address("bastion_eip_address")?;
+        let primary = address("primary_db_addr")?;
+        let replicas = match values.get("replica_db_addresses") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|item| match item {
+                    Value::String(s) => HostAddress::parse(s),
+                    other => Err(format!("{other} is not an address")),
+                })
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("output replica_db_addresses: {e}"))?,
+            Some(_) => return Err("output replica_db_addresses is not a list".into()),
+        };
+        let ssh_user = match values.get("ssh_user") {
+            None | Some(Value::Null) => "ubuntu".to_string(),
+            Some(Value::String(user)) if is_user_name(user) => user.clone(),
+            Some(other) => return Err(format!("output ssh_user {other} is not a user name")),
+        };
+        let mut stack_vars = Map::new();
+        if let Some(Value::Object(vars)) = values.get("ansible_vars") {
+            for (name, value) in vars {
+                if !is_var_name(name) {
+                    return Err(format!(
+                        "output ansible_vars: {name:?} is not a variable name"
+                    ));
+                }
+                let value = PgSettingValue::parse(value)
+                    .map_err(|e| format!("output ansible_vars.{name}: {e}"))?;
+                stack_vars.insert(name.clone(), json!(value.as_str()));
+            }
+        }
+        Ok(Cluster {
+            bastion,
+            primary,
+            replicas,
+            ssh_user,
+            stack_vars,
+        })
+    }
+}
+
+fn is_user_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+        && s.len() <= 32
+}
+
+fn is_var_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// Options of `/ansible/run`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunRequest {
+    #[serde(default)]
+    output: bool,
+    #[serde(default, rename = "async")]
+    run_async: bool,
+    postgresql_version: Option<Value>,
+}
+
+/// Runs `site.yml` against the configured inventory.
+async fn run(
+    State(state): State<AppState>,
+    OptionalJson(request): OptionalJson<RunRequest>,
+) -> Result<Response, ApiError> {
+    let version = match &request.postgresql_version {
+        None => PostgresqlVersion::DEFAULT,
+        Some(raw) => {
+            PostgresqlVersion::parse(raw).map_err(|e| ApiError::field("postgresql_version", e))?
+        }
+    };
+    let Some(password) = state.config.ansible_vault_password.clone() else {
+        return Err(ApiError::bad_request(
+            "ANSIBLE_VAULT_PASSWORD is not set in the server's environment",
+        ));
+    };
+    let workspace = state.workspace(DEFAULT_WORKSPACE);
+    if !workspace.ansible_dir().join("hosts.ini").is_file() {
+        return Err(ApiError::Conflict(
+            "there is no inventory yet: call /ansible/configure first".into(),
+        ));
+    }
+    if !state.config.ansible_vault_file.is_file() {
+        return Err(ApiError::Conflict(format!(
+            "the vault file {} does not exist: create it with `ansible-vault create` (it holds replication_password)",
+            state.config.ansible_vault_file.display()
+        )));
+    }
+    let spec = playbook_job(
+        &state.config,
+        &workspace,
+        password,
+        version,
+        json!({
+            "output": request.output,
+            "async": request.run_async,
+            "postgresql_version": version.get(),
+        }),
+    );
+    let handle = state.submit(spec).await?;
+    RunAnswer {
+        success_message: "Ansible playbook executed successfully".into(),
+        failure_message: "Ansible playbook execution failed".into(),
+        include_output: request.output,
+        decorate: None,
+    }
+    .respond(&state, handle, request.run_async)
+    .await
+}

@@ -1,0 +1,137 @@
+//! HTTP routes. Handlers validate input into domain types and hand tool runs
+//! to the runner; none of them spawns a process.
+
+pub mod ansible;
+pub mod health;
+pub mod jobs;
+pub mod terraform;
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use crate::error::ApiError;
+use crate::runner::{JobHandle, JobSpec, RunOutput, SubmitError};
+use crate::startup::AppState;
+use crate::workspace::{Holder, LockGuard, Workspace};
+
+/// The workspace the original routes act on.
+pub const DEFAULT_WORKSPACE: &str = "default";
+
+impl AppState {
+    pub fn workspace(&self, name: &str) -> Workspace {
+        Workspace::new(&self.config.data_dir, name)
+    }
+
+    /// Submits a job, turning a busy workspace into a 409.
+    pub async fn submit(&self, spec: JobSpec) -> Result<JobHandle, ApiError> {
+        self.runner.submit(spec).await.map_err(|err| match err {
+            SubmitError::Busy { workspace, holder } => busy(workspace, holder),
+            SubmitError::Store(err) => ApiError::internal(err),
+        })
+    }
+
+    /// Holds the workspace while a request rewrites its files.
+    pub fn hold_for_files(&self, workspace: &Workspace) -> Result<LockGuard, ApiError> {
+        self.runner
+            .locks()
+            .acquire(workspace.name(), Holder::FileUpdate)
+            .map_err(|holder| busy(workspace.name().to_string(), holder))
+    }
+}
+
+fn busy(workspace: String, holder: Holder) -> ApiError {
+    match holder {
+        Holder::Job(job_id) => ApiError::Busy { workspace, job_id },
+        Holder::FileUpdate => ApiError::Conflict(format!(
+            "workspace '{workspace}' is busy with a file update; retry in a moment"
+        )),
+    }
+}
+
+/// Adds endpoint-specific keys to a success answer.
+pub type Decorate = Box<dyn FnOnce(&RunOutput, &mut Map<String, Value>) + Send>;
+
+/// How a run endpoint answers once its job is submitted: at once with `202`
+/// (async), or when the job has ended, in the original tool's shapes.
+pub struct RunAnswer {
+    pub success_message: String,
+    pub failure_message: String,
+    pub include_output: bool,
+    /// Adds endpoint-specific keys to a success answer.
+    pub decorate: Option<Decorate>,
+}
+
+impl RunAnswer {
+    pub async fn respond(
+        self,
+        state: &AppState,
+        handle: JobHandle,
+        run_async: bool,
+    ) -> Result<Response, ApiError> {
+        if run_async {
+            let id = handle.id;
+            let job = state
+                .runner
+                .store()
+                .get(id)
+                .await
+                .map_err(ApiError::internal)?
+                .ok_or_else(|| ApiError::internal(format!("job {id} vanished")))?;
+            let mut response = (
+                StatusCode::ACCEPTED,
+                Json(json!({ "job_id": id, "job": job })),
+            )
+                .into_response();
+            response.headers_mut().insert(
+                header::LOCATION,
+                format!("/jobs/{id}")
+                    .parse()
+                    .expect("a job path is a valid header"),
+            );
+            return Ok(response);
+        }
+        let output: Arc<RunOutput> = handle.wait().await;
+        if output.status != crate::store::JobStatus::Succeeded {
+            return Err(ApiError::ToolFailed {
+                error: self.failure_message,
+                details: details(&output),
+                job_id: output.job_id,
+                status: output.status.as_str().to_string(),
+            });
+        }
+        let mut body = Map::new();
+        body.insert("message".into(), json!(self.success_message));
+        body.insert("job_id".into(), json!(output.job_id));
+        if self.include_output {
+            body.insert("output".into(), json!(output.stdout));
+        }
+        if let Some(decorate) = self.decorate {
+            decorate(&output, &mut body);
+        }
+        Ok(Json(Value::Object(body)).into_response())
+    }
+}
+
+/// The failure details: why it ended, stderr, and the end of stdout (Ansible
+/// reports task failures on stdout).
+pub fn details(output: &RunOutput) -> String {
+    let mut parts = Vec::new();
+    if let Some(error) = &output.error {
+        parts.push(error.clone());
+    }
+    if !output.stderr_tail.is_empty() {
+        parts.push(output.stderr_tail.join("\n"));
+    }
+    if !output.stdout_tail.is_empty() {
+        parts.push(format!(
+            "--- last {} lines of stdout ---\n{}",
+            output.stdout_tail.len(),
+            output.stdout_tail.join("\n")
+        ));
+    }
+    parts.join("\n")
+}

@@ -1,0 +1,254 @@
+//! `/terraform/*`: generate the tfvars, run init, plan, apply, destroy, output.
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Map, Value, json};
+
+use super::{DEFAULT_WORKSPACE, RunAnswer};
+use crate::domain::RunOptions;
+use crate::domain::tfvars::{StackVariables, conform};
+use crate::error::{ApiError, OptionalJson};
+use crate::startup::AppState;
+use crate::tools::terraform::{self, Command, Outputs};
+use crate::workspace::write_atomic;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/terraform/generate", post(generate))
+        .route("/terraform/init", post(init))
+        .route("/terraform/plan", post(plan))
+        .route("/terraform/apply", post(apply))
+        .route("/terraform/destroy", post(destroy))
+        .route("/terraform/output", post(output))
+}
+
+/// Checks the variables against the stack's `variables.tf` and writes
+/// `terraform.tfvars` from its template.
+async fn generate(
+    State(state): State<AppState>,
+    OptionalJson(body): OptionalJson<Option<Map<String, Value>>>,
+) -> Result<Response, ApiError> {
+    let Some(given) = body else {
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object of terraform variables",
+        ));
+    };
+    let stack =
+        StackVariables::from_dir(&state.config.terraform_dir).map_err(ApiError::internal)?;
+
+    let unknown: Vec<String> = given
+        .keys()
+        .filter(|name| stack.get(name).is_none())
+        .cloned()
+        .collect();
+    let missing: Vec<String> = stack
+        .variables
+        .iter()
+        .filter(|v| v.is_required() && given.get(&v.name).is_none_or(Value::is_null))
+        .map(|v| v.name.clone())
+        .collect();
+    let mut invalid = Map::new();
+    // Declaration order, so the file reads like variables.tf.
+    let mut values = Map::new();
+    for spec in &stack.variables {
+        let Some(value) = given.get(&spec.name) else {
+            continue;
+        };
+        match conform(value, &spec.ty) {
+            Ok(v) => {
+                values.insert(spec.name.clone(), v);
+            }
+            Err(reason) => {
+                invalid.insert(spec.name.clone(), json!(reason));
+            }
+        }
+    }
+    if !unknown.is_empty() || !missing.is_empty() || !invalid.is_empty() {
+        return Err(ApiError::Variables {
+            unknown,
+            missing,
+            invalid,
+        });
+    }
+
+    let rendered = state
+        .renderer
+        .render("terraform.tfvars.j2", json!({ "variables": values }))
+        .map_err(ApiError::internal)?;
+    let workspace = state.workspace(DEFAULT_WORKSPACE);
+    let _hold = state.hold_for_files(&workspace)?;
+    workspace
+        .sync_stack(&state.config.terraform_dir)
+        .map_err(ApiError::internal)?;
+    write_atomic(&workspace.tfvars(), rendered.as_bytes()).map_err(ApiError::internal)?;
+    // A plan made from the previous variables must not be applied any more.
+    workspace.clear_latest_plan();
+
+    let defaults: Map<String, Value> = stack
+        .variables
+        .iter()
+        .filter(|v| !given.contains_key(&v.name))
+        .filter_map(|v| v.default.clone().map(|d| (v.name.clone(), d)))
+        .collect();
+    Ok(axum::Json(json!({
+        "message": "terraform.tfvars file generated successfully",
+        "used_variables": given,
+        "default_variables": defaults,
+    }))
+    .into_response())
+}
+
+async fn init(
+    state: State<AppState>,
+    options: OptionalJson<RunOptions>,
+) -> Result<Response, ApiError> {
+    run(state, options, Command::Init).await
+}
+
+async fn plan(
+    state: State<AppState>,
+    options: OptionalJson<RunOptions>,
+) -> Result<Response, ApiError> {
+    run(state, options, Command::Plan).await
+}
+
+async fn apply(
+    state: State<AppState>,
+    options: OptionalJson<RunOptions>,
+) -> Result<Response, ApiError> {
+    run(state, options, Command::Apply).await
+}
+
+async fn destroy(
+    state: State<AppState>,
+    options: OptionalJson<RunOptions>,
+) -> Result<Response, ApiError> {
+    run(state, options, Command::Destroy).await
+}
+
+async fn output(
+    state: State<AppState>,
+    options: OptionalJson<RunOptions>,
+) -> Result<Response, ApiError> {
+    run(state, options, Command::Output).await
+}
+
+async fn run(
+    State(state): State<AppState>,
+    OptionalJson(options): OptionalJson<RunOptions>,
+    command: Command,
+) -> Result<Response, ApiError> {
+    let workspace = state.workspace(DEFAULT_WORKSPACE);
+    let request = json!({ "output": options.output, "async": options.run_async });
+    let spec = match command {
+        Command::Init => {
+            let _hold = state.hold_for_files(&workspace)?;
+            workspace
+                .sync_stack(&state.config.terraform_dir)
+                .map_err(ApiError::internal)?;
+            terraform::job(&state.config, &workspace, command, None, request)
+        }
+        Command::Plan => {
+            {
+                let _hold = state.hold_for_files(&workspace)?;
+                workspace
+                    .sync_stack(&state.config.terraform_dir)
+                    .map_err(ApiError::internal)?;
+            }
+            let plan_file = workspace.plan_file(&uuid::Uuid::new_v4().to_string());
+            let mut spec = terraform::job(
+                &state.config,
+                &workspace,
+                command,
+                Some(&plan_file),
+                request,
+            );
+            let ws = workspace.clone();
+            let saved = plan_file.clone();
+            spec.on_success = Some(Box::new(move |out| {
+                ws.clear_latest_plan();
+                ws.set_latest_plan(&saved)
+                    .map_err(|e| format!("could not record the saved plan: {e}"))?;
+                Ok(Some(json!({ "changes": out.exit_code == Some(2) })))
+            }));
+            spec.on_finish = Some(Box::new(move |status| {
+                if status != crate::store::JobStatus::Succeeded {
+                    let _ = std::fs::remove_file(&plan_file);
+                }
+            }));
+            spec
+        }
+        Command::Apply => {
+            let Some(plan_file) = workspace.latest_plan() else {
+                return Err(ApiError::Conflict(
+                    "there is no saved plan to apply: call /terraform/plan first".into(),
+                ));
+            };
+            let mut spec = terraform::job(
+                &state.config,
+                &workspace,
+                command,
+                Some(&plan_file),
+                request,
+            );
+            let ws = workspace.clone();
+            // A saved plan can be applied once, whatever the outcome.
+            spec.on_finish = Some(Box::new(move |_| ws.clear_latest_plan()));
+            spec
+        }
+        Command::Destroy => {
+            let mut spec = terraform::job(&state.config, &workspace, command, None, request);
+            let ws = workspace.clone();
+            spec.on_finish = Some(Box::new(move |_| ws.clear_latest_plan()));
+            spec
+        }
+        Command::Output => {
+            let mut spec = terraform::job(&state.config, &workspace, command, None, request);
+            spec.on_success = Some(Box::new(|out| {
+                let outputs = Outputs::parse(&out.stdout)?;
+                Ok(Some(
+                    json!({ "outputs": outputs.masked(), "sensitive": outputs.sensitive }),
+                ))
+            }));
+            spec
+        }
+    };
+    let handle = state.submit(spec).await?;
+    let name = command.name();
+    let answer = if command == Command::Output {
+        let format = state.config.output_format;
+        RunAnswer {
+            success_message: "Terraform output command executed successfully".into(),
+            failure_message: "Terraform output command failed".into(),
+            include_output: false,
+            decorate: Some(Box::new(move |out, body| {
+                let outputs = Outputs::parse(&out.stdout).unwrap_or_default();
+                let masked = outputs.masked();
+                let text = match format {
+                    crate::config::OutputFormat::Json => {
+                        serde_json::to_string_pretty(&masked).unwrap_or_default()
+                    }
+                    crate::config::OutputFormat::Text => outputs.text(),
+                };
+                body.insert("output".into(), json!(text));
+                body.insert("outputs".into(), Value::Object(masked));
+            })),
+        }
+    } else {
+        RunAnswer {
+            success_message: format!("Terraform command '{name}' executed successfully"),
+            failure_message: format!("Terraform command '{name}' failed"),
+            include_output: options.output,
+            decorate: Some(Box::new(|out, body| {
+                if let Some(Value::Object(result)) = &out.result {
+                    for (k, v) in result {
+                        body.insert(k.clone(), v.clone());
+                    }
+                }
+            })),
+        }
+    };
+    answer.respond(&state, handle, options.run_async).await
+}

@@ -1,0 +1,409 @@
+//! The job runner: owns every child process the server starts.
+//!
+//! A job is submitted as a `JobSpec`; the runner records it, takes the
+//! workspace lock when the job mutates, spawns the tool in its own process
+//! group, streams its output line by line into the store and the tool log,
+//! enforces the timeouts, and records the outcome. The job lives in its own
+//! task: an HTTP client that goes away does not stop it.
+
+mod lines;
+mod process;
+mod secret;
+
+pub use secret::{MASK, Redactor, Secret};
+
+use std::collections::{HashMap, VecDeque};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use time::OffsetDateTime;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::store::{Completion, Job, JobId, JobKind, JobStatus, JobStore, Stream};
+use crate::workspace::{Holder, LockGuard, WorkspaceLocks};
+
+/// Limits applied to every job.
+#[derive(Clone, Debug)]
+pub struct RunnerConfig {
+    pub timeout: Duration,
+    pub idle_timeout: Option<Duration>,
+    pub cancel_grace: Duration,
+    pub max_line_bytes: usize,
+    pub max_log_bytes: usize,
+    /// Environment variables removed from every child (they hold secrets).
+    pub secret_env: Vec<String>,
+}
+
+/// Which tool log a job's lines also go to.
+#[derive(Clone, Copy, Debug)]
+pub enum ToolLog {
+    Terraform,
+    Ansible,
+}
+
+/// Turns the raw end of a run into the job's result, or a reason it failed.
+pub type FinishHook = Box<dyn FnOnce(&RunOutput) -> Result<Option<Value>, String> + Send + Sync>;
+
+/// Everything needed to run one tool invocation.
+pub struct JobSpec {
+    pub kind: JobKind,
+    pub workspace: String,
+    /// The request that started the job, without secrets.
+    pub request: Value,
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    pub cwd: PathBuf,
+    pub env: Vec<(OsString, OsString)>,
+    /// A secret handed to the child through a pipe readable as this fd.
+    pub secret_input: Option<(i32, Secret)>,
+    pub log: ToolLog,
+    /// Exit codes that mean success (terraform plan's `-detailed-exitcode` uses 2).
+    pub success_codes: Vec<i32>,
+    /// Runs when the child exited with a success code.
+    pub on_success: Option<FinishHook>,
+    /// Runs whatever the end (e.g. to forget a consumed plan file).
+    pub on_finish: Option<Box<dyn FnOnce(JobStatus) + Send + Sync>>,
+}
+
+/// What a finished run produced, for the caller that waited on it.
+#[derive(Clone, Debug)]
+pub struct RunOutput {
+    pub job_id: JobId,
+    pub status: JobStatus,
+    pub exit_code: Option<i32>,
+    /// Standard output, up to a cap (for `"output": true`).
+    pub stdout: String,
+    /// The last lines of each stream (for failure details).
+    pub stdout_tail: Vec<String>,
+    pub stderr_tail: Vec<String>,
+    pub result: Option<Value>,
+    /// Why the run did not succeed, in one line.
+    pub error: Option<String>,
+}
+
+/// A started job.
+pub struct JobHandle {
+    pub id: JobId,
+    done: watch::Receiver<Option<Arc<RunOutput>>>,
+}
+
+impl JobHandle {
+    /// Waits for the job to end. Dropping this future does not stop the job.
+    pub async fn wait(mut self) -> Arc<RunOutput> {
+        loop {
+            if let Some(output) = self.done.borrow_and_update().clone() {
+                return output;
+            }
+            if self.done.changed().await.is_err() {
+                // The job task ended without a result: only on a panic.
+                return Arc::new(RunOutput {
+                    job_id: self.id,
+                    status: JobStatus::Failed,
+                    exit_code: None,
+                    stdout: String::new(),
+                    stdout_tail: Vec::new(),
+                    stderr_tail: vec!["the job ended unexpectedly".into()],
+                    result: None,
+                    error: Some("the job ended unexpectedly".into()),
+                });
+            }
+        }
+    }
+}
+
+/// Why a job could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("workspace {workspace} is busy")]
+    Busy { workspace: String, holder: Holder },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Starts and supervises jobs. Cheap to clone.
+#[derive(Clone)]
+pub struct Runner {
+    inner: Arc<RunnerInner>,
+}
+
+struct RunnerInner {
+    store: Arc<dyn JobStore>,
+    locks: WorkspaceLocks,
+    config: RunnerConfig,
+    redactor: Redactor,
+    cancels: Mutex<HashMap<JobId, watch::Sender<bool>>>,
+}
+
+/// Lines of stdout kept for `"output": true`, and tail lengths for details.
+const STDOUT_CAP_BYTES: usize = 8 * 1024 * 1024;
+const TAIL_LINES: usize = 60;
+/// How long to wait for output after the child exited before killing its group.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+impl Runner {
+    pub fn new(
+        store: Arc<dyn JobStore>,
+        locks: WorkspaceLocks,
+        config: RunnerConfig,
+        redactor: Redactor,
+    ) -> Runner {
+        Runner {
+            inner: Arc::new(RunnerInner {
+                store,
+                locks,
+                config,
+                redactor,
+                cancels: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn JobStore> {
+        &self.inner.store
+    }
+
+    pub fn locks(&self) -> &WorkspaceLocks {
+        &self.inner.locks
+    }
+
+    /// Records the job, takes the workspace lock if it mutates, and starts it.
+    pub async fn submit(&self, spec: JobSpec) -> Result<JobHandle, SubmitError> {
+        let id = JobId::new();
+        let guard = if spec.kind.is_mutating() {
+            Some(
+                self.inner
+                    .locks
+                    .acquire(&spec.workspace, Holder::Job(id))
+                    .map_err(|holder| SubmitError::Busy {
+                        workspace: spec.workspace.clone(),
+                        holder,
+                    })?,
+            )
+        } else {
+            None
+        };
+        let job = Job {
+            id,
+            kind: spec.kind,
+            workspace: spec.workspace.clone(),
+            request: spec.request.clone(),
+            status: JobStatus::Queued,
+            exit_code: None,
+            created_at: OffsetDateTime::now_utc(),
+            started_at: None,
+            finished_at: None,
+            duration_ms: None,
+            result: None,
+            error: None,
+        };
+        self.inner.store.insert(job).await?;
+        let (done_tx, done_rx) = watch::channel(None);
+        let (cancel_tx, cancel_rx) = watch::channel(false);
+        self.inner.cancels.lock().unwrap().insert(id, cancel_tx);
+        let runner = self.clone();
+        tokio::spawn(async move {
+            let output = runner.run(id, spec, guard, cancel_rx).await;
+            runner.inner.cancels.lock().unwrap().remove(&id);
+            let _ = done_tx.send(Some(Arc::new(output)));
+        });
+        Ok(JobHandle { id, done: done_rx })
+    }
+
+    /// Asks a running job to stop (SIGINT, grace period, SIGKILL).
+    /// Returns false when the job is not running in this process.
+    pub fn cancel(&self, id: JobId) -> bool {
+        match self.inner.cancels.lock().unwrap().get(&id) {
+            Some(tx) => {
+                let _ = tx.send(true);
+                true
+            }
+            None => false,
+        }
+    }
+
+    async fn run(
+        &self,
+        id: JobId,
+        mut spec: JobSpec,
+        guard: Option<LockGuard>,
+        cancel: watch::Receiver<bool>,
+    ) -> RunOutput {
+        let store = &self.inner.store;
+        let _ = store.mark_running(id, OffsetDateTime::now_utc()).await;
+        let mut sink = Sink::new(
+            id,
+            spec.log,
+            self.inner.config.max_log_bytes,
+            self.inner.redactor.clone(),
+        );
+        tracing::info!(job_id = %id, kind = spec.kind.as_str(), workspace = %spec.workspace, "job started");
+
+        let ended = process::supervise(&spec, &self.inner.config, &mut sink, store, cancel).await;
+        let (mut status, exit_code, mut error) = match ended {
+            Ok(process::Ended { exit_code, stopped }) => match (stopped, exit_code) {
+                (Some(process::StopReason::Cancelled), _) => (
+                    JobStatus::Cancelled,
+                    exit_code,
+                    Some("cancelled".to_string()),
+                ),
+                (Some(process::StopReason::Timeout(why)), _) => {
+                    (JobStatus::TimedOut, exit_code, Some(why))
+                }
+                (None, Some(code)) if spec.success_codes.contains(&code) => {
+                    (JobStatus::Succeeded, Some(code), None)
+                }
+                (None, Some(code)) => (
+                    JobStatus::Failed,
+                    Some(code),
+                    Some(format!("exited with code {code}")),
+                ),
+                (None, None) => (
+                    JobStatus::Failed,
+                    None,
+                    Some("killed by a signal".to_string()),
+                ),
+            },
+            Err(why) => {
+                sink.system(&why);
+                (JobStatus::Failed, None, Some(why))
+            }
+        };
+        sink.flush(store).await;
+
+        let mut output = RunOutput {
+            job_id: id,
+            status,
+            exit_code,
+            stdout: std::mem::take(&mut sink.stdout),
+            stdout_tail: sink.stdout_tail.drain(..).collect(),
+            stderr_tail: sink.stderr_tail.drain(..).collect(),
+            result: None,
+            error: None,
+        };
+        if status == JobStatus::Succeeded
+            && let Some(hook) = spec.on_success.take()
+        {
+            match hook(&output) {
+                Ok(result) => output.result = result,
+                Err(why) => {
+                    status = JobStatus::Failed;
+                    error = Some(why);
+                }
+            }
+        }
+        if let Some(hook) = spec.on_finish.take() {
+            hook(status);
+        }
+        output.status = status;
+        output.error = error.clone();
+        let completion = Completion {
+            status,
+            exit_code,
+            result: output.result.clone(),
+            error,
+        };
+        if let Err(err) = store
+            .complete(id, completion, OffsetDateTime::now_utc())
+            .await
+        {
+            tracing::error!(job_id = %id, error = %err, "could not record the end of a job");
+        }
+        tracing::info!(job_id = %id, status = status.as_str(), exit_code = ?exit_code, "job finished");
+        drop(guard);
+        output
+    }
+}
+
+/// Where a job's lines go: the store (in batches), the tool log, and the tails
+/// kept for the caller.
+pub(crate) struct Sink {
+    job_id: JobId,
+    log: ToolLog,
+    redactor: Redactor,
+    pending: Vec<(Stream, String)>,
+    stored_bytes: usize,
+    max_log_bytes: usize,
+    truncated: bool,
+    stdout: String,
+    stdout_tail: VecDeque<String>,
+    stderr_tail: VecDeque<String>,
+    last_line_at: Instant,
+}
+
+impl Sink {
+    fn new(job_id: JobId, log: ToolLog, max_log_bytes: usize, redactor: Redactor) -> Sink {
+        Sink {
+            job_id,
+            log,
+            redactor,
+            pending: Vec::new(),
+            stored_bytes: 0,
+            max_log_bytes,
+            truncated: false,
+            stdout: String::new(),
+            stdout_tail: VecDeque::new(),
+            stderr_tail: VecDeque::new(),
+            last_line_at: Instant::now(),
+        }
+    }
+
+    fn push(&mut self, stream: Stream, raw: String) {
+        self.last_line_at = Instant::now();
+        let text = self.redactor.redact(&raw).into_owned();
+        let id = self.job_id;
+        match self.log {
+            ToolLog::Terraform => {
+                tracing::info!(target: "terraform_output", job_id = %id, stream = ?stream, "{text}")
+            }
+            ToolLog::Ansible => {
+                tracing::info!(target: "ansible_output", job_id = %id, stream = ?stream, "{text}")
+            }
+        }
+        let tail = match stream {
+            Stream::Stderr => &mut self.stderr_tail,
+            _ => &mut self.stdout_tail,
+        };
+        if tail.len() == TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(text.clone());
+        if stream == Stream::Stdout && self.stdout.len() < STDOUT_CAP_BYTES {
+            self.stdout.push_str(&text);
+            self.stdout.push('\n');
+            if self.stdout.len() >= STDOUT_CAP_BYTES {
+                self.stdout.push_str("[output truncated]\n");
+            }
+        }
+        if self.truncated {
+            return;
+        }
+        self.stored_bytes += text.len() + 1;
+        if self.stored_bytes > self.max_log_bytes {
+            self.truncated = true;
+            self.pending.push((
+                Stream::System,
+                format!("[log truncated: more than {} bytes]", self.max_log_bytes),
+            ));
+        } else {
+            self.pending.push((stream, text));
+        }
+    }
+
+    fn system(&mut self, text: &str) {
+        self.push(Stream::System, text.to_string());
+    }
+
+    async fn flush(&mut self, store: &Arc<dyn JobStore>) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let lines = std::mem::take(&mut self.pending);
+        if let Err(err) = store.append_log(self.job_id, lines).await {
+            tracing::error!(job_id = %self.job_id, error = %err, "could not store job log lines");
+        }
+    }
+}

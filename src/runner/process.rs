@@ -1,0 +1,207 @@
+//! One child process: spawned in its own process group, its output read
+//! concurrently, stopped by group on timeout or cancel, always reaped.
+
+use std::io::Write;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use command_fds::{CommandFdExt, FdMapping};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::process::Command;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, sleep_until};
+
+use super::lines::read_lines;
+use super::{DRAIN_GRACE, JobSpec, RunnerConfig, Sink};
+use crate::store::{JobStore, Stream};
+
+/// Why the runner stopped a child before it ended by itself.
+#[derive(Debug)]
+pub enum StopReason {
+    Cancelled,
+    Timeout(String),
+}
+
+/// How the child ended.
+#[derive(Debug)]
+pub struct Ended {
+    /// `None` when the child died of a signal.
+    pub exit_code: Option<i32>,
+    pub stopped: Option<StopReason>,
+}
+
+/// Lines are written to the store in batches of at most this many.
+const BATCH: usize = 256;
+
+/// Runs the child of `spec` to its end. `Err` when it could not be started.
+pub async fn supervise(
+    spec: &JobSpec,
+    config: &RunnerConfig,
+    sink: &mut Sink,
+    store: &Arc<dyn JobStore>,
+    mut cancel: watch::Receiver<bool>,
+) -> Result<Ended, String> {
+    let mut command = Command::new(&spec.program);
+    command
+        .args(&spec.args)
+        .current_dir(&spec.cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(false);
+    for key in &config.secret_env {
+        command.env_remove(key);
+    }
+    for (key, value) in &spec.env {
+        command.env(key, value);
+    }
+    // The secret goes through a pipe: the child reads it from /dev/fd/N.
+    let mut secret_writer = None;
+    if let Some((fd, _)) = &spec.secret_input {
+        let (reader, writer) =
+            std::io::pipe().map_err(|e| format!("could not create a pipe: {e}"))?;
+        command
+            .fd_mappings(vec![FdMapping {
+                parent_fd: reader.into(),
+                child_fd: *fd,
+            }])
+            .map_err(|e| format!("could not map the secret pipe: {e}"))?;
+        secret_writer = Some(writer);
+    }
+
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("could not start {}: {e}", spec.program.display()))?;
+    // Our copy of the pipe's read end goes with the command.
+    drop(command);
+    let pgid = child.id().map(|pid| Pid::from_raw(pid as i32));
+    if let (Some(mut writer), Some((_, secret))) = (secret_writer, &spec.secret_input) {
+        // Small enough for the pipe buffer: this never blocks on the child.
+        let written = writer
+            .write_all(secret.expose().as_bytes())
+            .and_then(|_| writer.write_all(b"\n"));
+        if let Err(e) = written {
+            sink.system(&format!("could not hand the secret to the child: {e}"));
+        }
+    }
+
+    let (tx, mut rx) = mpsc::channel::<(Stream, String)>(1024);
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let readers = [
+        tokio::spawn(read_lines(
+            stdout,
+            Stream::Stdout,
+            config.max_line_bytes,
+            tx.clone(),
+        )),
+        tokio::spawn(read_lines(
+            stderr,
+            Stream::Stderr,
+            config.max_line_bytes,
+            tx,
+        )),
+    ];
+
+    let deadline = Instant::now() + config.timeout;
+    let mut stopped: Option<StopReason> = None;
+    let mut kill_at: Option<Instant> = None;
+    let mut exit = None;
+    let mut drain_until: Option<Instant> = None;
+    let mut group_killed = false;
+    let mut channel_open = true;
+    let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+
+    loop {
+        let idle_deadline = config
+            .idle_timeout
+            .map(|idle| sink.last_line_at + idle)
+            .unwrap_or(far);
+        tokio::select! {
+            line = rx.recv(), if channel_open => match line {
+                Some((stream, text)) => {
+                    sink.push(stream, text);
+                    if sink.pending.len() >= BATCH {
+                        sink.flush(store).await;
+                    }
+                }
+                None => {
+                    channel_open = false;
+                    if exit.is_some() {
+                        break;
+                    }
+                }
+            },
+            status = child.wait(), if exit.is_none() => {
+                exit = Some(status.map_err(|e| format!("could not wait for the child: {e}"))?);
+                if !channel_open {
+                    break;
+                }
+                drain_until = Some(Instant::now() + DRAIN_GRACE);
+            },
+            changed = cancel.changed(), if stopped.is_none() => {
+                if changed.is_ok() && *cancel.borrow() {
+                    sink.system("cancel requested: sending SIGINT to the process group");
+                    stopped = Some(StopReason::Cancelled);
+                    kill_at = Some(Instant::now() + config.cancel_grace);
+                    signal_group(pgid, Signal::SIGINT);
+                }
+            },
+            _ = sleep_until(deadline), if stopped.is_none() && exit.is_none() => {
+                let why = format!("timed out after {}s", config.timeout.as_secs());
+                sink.system(&format!("{why}: sending SIGINT to the process group"));
+                stopped = Some(StopReason::Timeout(why));
+                kill_at = Some(Instant::now() + config.cancel_grace);
+                signal_group(pgid, Signal::SIGINT);
+            },
+            _ = sleep_until(idle_deadline), if stopped.is_none() && exit.is_none() => {
+                let why = format!(
+                    "no output for {}s",
+                    config.idle_timeout.map(|d| d.as_secs()).unwrap_or_default()
+                );
+                sink.system(&format!("{why}: sending SIGINT to the process group"));
+                stopped = Some(StopReason::Timeout(why));
+                kill_at = Some(Instant::now() + config.cancel_grace);
+                signal_group(pgid, Signal::SIGINT);
+            },
+            _ = sleep_until(kill_at.unwrap_or(far)), if kill_at.is_some() && exit.is_none() => {
+                sink.system("grace period over: sending SIGKILL to the process group");
+                signal_group(pgid, Signal::SIGKILL);
+                kill_at = None;
+            },
+            _ = sleep_until(drain_until.unwrap_or(far)), if drain_until.is_some() => {
+                if group_killed {
+                    // Something outside the group still holds the pipes: stop reading.
+                    break;
+                }
+                // The tool exited but processes it left behind keep the pipes open.
+                signal_group(pgid, Signal::SIGKILL);
+                group_killed = true;
+                drain_until = Some(Instant::now() + DRAIN_GRACE);
+            },
+        }
+    }
+    // Nothing of the job may outlive it.
+    signal_group(pgid, Signal::SIGKILL);
+    for reader in readers {
+        reader.abort();
+    }
+    while let Ok((stream, text)) = rx.try_recv() {
+        sink.push(stream, text);
+    }
+    let status = exit.expect("the loop ends only after the child was reaped");
+    Ok(Ended {
+        exit_code: status.code(),
+        stopped,
+    })
+}
+
+fn signal_group(pgid: Option<Pid>, signal: Signal) {
+    if let Some(pgid) = pgid {
+        // ESRCH (no process left in the group) is the normal case here.
+        let _ = killpg(pgid, signal);
+    }
+}

@@ -1,0 +1,172 @@
+//! Building the application: state, router, listener.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use tokio::net::TcpListener;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Config;
+use crate::domain::StackVariables;
+use crate::error::ApiError;
+use crate::render::Renderer;
+use crate::routes;
+use crate::runner::{Redactor, Runner, RunnerConfig};
+use crate::store::{JobStore, MemoryStore};
+use crate::workspace::WorkspaceLocks;
+
+/// Shared by every handler. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The configuration the server started with.
+    pub config: Arc<Config>,
+    /// Starts and supervises every tool run.
+    pub runner: Runner,
+    /// The templates of `TEMPLATE_DIR`.
+    pub renderer: Arc<Renderer>,
+}
+
+/// Environment variables that hold secrets: never passed to a child.
+pub const SECRET_ENV: [&str; 2] = ["ANSIBLE_VAULT_PASSWORD", "API_TOKENS"];
+
+impl AppState {
+    /// Checks the stack and templates and assembles the state.
+    pub fn new(mut config: Config) -> Result<AppState, String> {
+        // The tools run in other directories: make our paths absolute.
+        for path in [
+            &mut config.data_dir,
+            &mut config.log_dir,
+            &mut config.terraform_dir,
+            &mut config.ansible_dir,
+            &mut config.template_dir,
+            &mut config.ansible_vault_file,
+        ] {
+            *path = std::path::absolute(&*path).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| format!("DATA_DIR: cannot create {}: {e}", config.data_dir.display()))?;
+        StackVariables::from_dir(&config.terraform_dir)
+            .map_err(|e| format!("TERRAFORM_DIR: {e}"))?;
+        let renderer =
+            Renderer::load(&config.template_dir).map_err(|e| format!("TEMPLATE_DIR: {e}"))?;
+        let store: Arc<dyn JobStore> = Arc::new(MemoryStore::default());
+        let runner = Runner::new(
+            store,
+            WorkspaceLocks::default(),
+            RunnerConfig {
+                timeout: config.job_timeout,
+                idle_timeout: config.job_idle_timeout,
+                cancel_grace: config.cancel_grace,
+                max_line_bytes: config.max_line_bytes,
+                max_log_bytes: config.max_log_bytes,
+                secret_env: SECRET_ENV.iter().map(|s| s.to_string()).collect(),
+            },
+            Redactor::new(config.ansible_vault_password.clone()),
+        );
+        Ok(AppState {
+            config: Arc::new(config),
+            runner,
+            renderer: Arc::new(renderer),
+        })
+    }
+}
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(routes::terraform::router())
+        .merge(routes::ansible::router())
+        .merge(routes::jobs::router())
+        .merge(routes::health::router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), check_host))
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}
+
+async fn method_not_allowed() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        axum::Json(serde_json::json!({ "error": "method not allowed on this route" })),
+    )
+        .into_response()
+}
+
+/// `ALLOWED_HOSTS`: refuse requests addressed to another host name.
+async fn check_host(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let allowed = &state.config.allowed_hosts;
+    if !allowed.is_empty() {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(|h| strip_port(h).to_ascii_lowercase());
+        let ok = host
+            .as_deref()
+            .is_some_and(|h| allowed.iter().any(|a| a == "*" || a == h));
+        if !ok {
+            return ApiError::bad_request("the Host header is not in ALLOWED_HOSTS")
+                .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host)
+}
+
+/// A bound, ready-to-run server.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+}
+
+impl Application {
+    /// Binds the listener (port 0 picks a free port).
+    pub async fn build(config: Config) -> Result<Application, String> {
+        let address = (config.host, config.port);
+        let state = AppState::new(config)?;
+        let listener = TcpListener::bind(address)
+            .await
+            .map_err(|e| format!("cannot listen on {}:{}: {e}", address.0, address.1))?;
+        Ok(Application {
+            listener,
+            router: router(state),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Serves until SIGINT or SIGTERM.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,199 @@
+//! A workspace: one environment's files under `DATA_DIR/workspaces/<name>/`.
+//!
+//! ```text
+//! terraform/          copy of the stack + terraform.tfvars, state, .terraform/
+//! plans/              saved plans, `latest` names the one apply will use
+//! ansible/            hosts.ini, ansible.cfg, ssh_config, postgresql.yml, known_hosts
+//! ```
+//! Terraform runs in the workspace's copy of the stack, so workspaces never
+//! share state or plans, and the stack directory stays clean.
+
+mod lock;
+
+pub use lock::{Holder, LockGuard, WorkspaceLocks};
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// The paths of one workspace.
+#[derive(Clone, Debug)]
+pub struct Workspace {
+    name: String,
+    root: PathBuf,
+}
+
+/// Files of a stack directory never copied into (or removed from) a workspace.
+const STACK_EXCLUDES: [&str; 6] = [
+    ".terraform",
+    "terraform.tfstate",
+    "terraform.tfstate.backup",
+    "terraform.tfvars",
+    ".terraform.tfstate.lock.info",
+    ".terraform.lock.hcl",
+];
+
+impl Workspace {
+    /// `data_dir` must be absolute: the tools run in other directories.
+    pub fn new(data_dir: &Path, name: &str) -> Workspace {
+        Workspace {
+            name: name.to_string(),
+            root: data_dir.join("workspaces").join(name),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn terraform_dir(&self) -> PathBuf {
+        self.root.join("terraform")
+    }
+
+    pub fn tfvars(&self) -> PathBuf {
+        self.terraform_dir().join("terraform.tfvars")
+    }
+
+    pub fn plans_dir(&self) -> PathBuf {
+        self.root.join("plans")
+    }
+
+    pub fn ansible_dir(&self) -> PathBuf {
+        self.root.join("ansible")
+    }
+
+    /// The plan file a plan job writes.
+    pub fn plan_file(&self, job: &str) -> PathBuf {
+        self.plans_dir().join(format!("{job}.tfplan"))
+    }
+
+    /// The saved plan `apply` would apply, if any.
+    pub fn latest_plan(&self) -> Option<PathBuf> {
+        let name = fs::read_to_string(self.plans_dir().join("latest")).ok()?;
+        let path = self.plans_dir().join(name.trim());
+        path.is_file().then_some(path)
+    }
+
+    pub fn set_latest_plan(&self, plan: &Path) -> io::Result<()> {
+        let name = plan
+            .file_name()
+            .ok_or_else(|| io::Error::other("plan path has no file name"))?;
+        write_atomic(&self.plans_dir().join("latest"), name.as_encoded_bytes())
+    }
+
+    /// Forgets the saved plan (after apply consumed it, or the inputs changed).
+    pub fn clear_latest_plan(&self) {
+        if let Some(plan) = self.latest_plan() {
+            let _ = fs::remove_file(plan);
+        }
+        let _ = fs::remove_file(self.plans_dir().join("latest"));
+    }
+
+    /// Creates the workspace directories.
+    pub fn ensure(&self) -> io::Result<()> {
+        for dir in [self.terraform_dir(), self.plans_dir(), self.ansible_dir()] {
+            fs::create_dir_all(dir)?;
+        }
+        Ok(())
+    }
+
+    /// Mirrors the stack's files into the workspace's terraform directory:
+    /// new and changed files are copied, `.tf` files the stack no longer has
+    /// are removed; state, tfvars and `.terraform/` are left alone.
+    pub fn sync_stack(&self, stack: &Path) -> io::Result<()> {
+        self.ensure()?;
+        mirror(stack, &self.terraform_dir())
+    }
+}
+
+fn mirror(from: &Path, to: &Path) -> io::Result<()> {
+    fs::create_dir_all(to)?;
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if STACK_EXCLUDES.iter().any(|x| name == *x) || name.to_string_lossy().ends_with(".tfplan")
+        {
+            continue;
+        }
+        let kind = entry.file_type()?;
+        let target = to.join(&name);
+        if kind.is_dir() {
+            mirror(&entry.path(), &target)?;
+        } else if kind.is_file() {
+            let content = fs::read(entry.path())?;
+            if fs::read(&target).ok().as_deref() != Some(content.as_slice()) {
+                let mode = entry.metadata()?.permissions();
+                write_atomic(&target, &content)?;
+                fs::set_permissions(&target, mode)?;
+            }
+        }
+    }
+    for entry in fs::read_dir(to)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name_text = name.to_string_lossy();
+        let is_config = name_text.ends_with(".tf") || name_text.ends_with(".tf.json");
+        if is_config && entry.file_type()?.is_file() && !from.join(&name).exists() {
+            fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes a file so readers see the old content or the new, never a mix:
+/// a temporary file in the same directory, synced, then renamed over.
+pub fn write_atomic(path: &Path, content: &[u8]) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::other("path has no parent directory"))?;
+    fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(content)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stack_is_mirrored_without_its_state_and_stale_files_go() {
+        let stack = tempfile::tempdir().unwrap();
+        let data = tempfile::tempdir().unwrap();
+        fs::write(stack.path().join("main.tf"), "# v1").unwrap();
+        fs::write(stack.path().join("terraform.tfstate"), "{}").unwrap();
+        fs::create_dir(stack.path().join("scripts")).unwrap();
+        fs::write(stack.path().join("scripts/up.sh"), "#!/bin/sh").unwrap();
+        let ws = Workspace::new(data.path(), "default");
+        ws.sync_stack(stack.path()).unwrap();
+        let tf = ws.terraform_dir();
+        assert_eq!(fs::read_to_string(tf.join("main.tf")).unwrap(), "# v1");
+        assert!(tf.join("scripts/up.sh").is_file());
+        assert!(!tf.join("terraform.tfstate").exists());
+
+        fs::remove_file(stack.path().join("main.tf")).unwrap();
+        fs::write(stack.path().join("other.tf"), "# v2").unwrap();
+        fs::write(tf.join("terraform.tfvars"), "x = 1").unwrap();
+        ws.sync_stack(stack.path()).unwrap();
+        assert!(!tf.join("main.tf").exists());
+        assert!(tf.join("other.tf").exists());
+        assert!(tf.join("terraform.tfvars").exists());
+    }
+
+    #[test]
+    fn the_latest_plan_is_remembered_and_forgotten() {
+        let data = tempfile::tempdir().unwrap();
+        let ws = Workspace::new(data.path(), "default");
+        ws.ensure().unwrap();
+        assert!(ws.latest_plan().is_none());
+        let plan = ws.plan_file("job1");
+        fs::write(&plan, "plan").unwrap();
+        ws.set_latest_plan(&plan).unwrap();
+        assert_eq!(ws.latest_plan(), Some(plan.clone()));
+        ws.clear_latest_plan();
+        assert!(ws.latest_plan().is_none());
+        assert!(!plan.exists());
+    }
+}
