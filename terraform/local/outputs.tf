@@ -28,6 +28,9 @@ output "ansible_vars" {
     pgcluster_lab          = "true"
     pgcluster_lab_root     = local.lab_dir
     postgresql_client_cidr = local.client_cidr
+    # The lab hosts are this machine: use its system Python, whatever a
+    # login shell's PATH says (pyenv shims, virtualenvs).
+    ansible_python_interpreter = "/usr/bin/python3"
   }
 }
 
