@@ -73,6 +73,7 @@ async fn configure(
 
     let workspace = state.workspace(DEFAULT_WORKSPACE);
     let _hold = state.hold_for_files(&workspace)?;
+    workspace.ensure().map_err(ApiError::internal)?;
     let out_spec = terraform::job(
         &state.config,
         &workspace,

@@ -141,6 +141,7 @@ async fn run(
     command: Command,
 ) -> Result<Response, ApiError> {
     let workspace = state.workspace(DEFAULT_WORKSPACE);
+    workspace.ensure().map_err(ApiError::internal)?;
     let request = json!({ "output": options.output, "async": options.run_async });
     let spec = match command {
         Command::Init => {

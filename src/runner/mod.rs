@@ -363,14 +363,18 @@ impl Sink {
                 tracing::info!(target: "ansible_output", job_id = %id, stream = ?stream, "{text}")
             }
         }
+        // The runner's own lines reach the caller as the job's error instead.
         let tail = match stream {
-            Stream::Stderr => &mut self.stderr_tail,
-            _ => &mut self.stdout_tail,
+            Stream::Stderr => Some(&mut self.stderr_tail),
+            Stream::Stdout => Some(&mut self.stdout_tail),
+            Stream::System => None,
         };
-        if tail.len() == TAIL_LINES {
-            tail.pop_front();
+        if let Some(tail) = tail {
+            if tail.len() == TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(text.clone());
         }
-        tail.push_back(text.clone());
         if stream == Stream::Stdout && self.stdout.len() < STDOUT_CAP_BYTES {
             self.stdout.push_str(&text);
             self.stdout.push('\n');

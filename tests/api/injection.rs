@@ -1,0 +1,136 @@
+//! Hostile values: each is refused with a 400 naming the field, and no file
+//! of the workspace changes by a single byte.
+
+use serde_json::{Value, json};
+
+use crate::ansible::{OUTPUTS_TWO_REPLICAS, configured_app};
+use crate::helpers::*;
+
+async fn assert_refused_unchanged(app: &TestApp, path: &str, body: Value, field: &str) {
+    let before = snapshot(&app.data_dir);
+    let answer = app.post(path, body.clone()).await;
+    assert_eq!(answer.status, 400, "{body} -> {:?}", answer.body);
+    let named = answer.body["fields"].get(field).is_some()
+        || answer.body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(field);
+    assert!(named, "{field} not named in {:?}", answer.body);
+    assert!(
+        snapshot(&app.data_dir) == before,
+        "{body} changed files on disk"
+    );
+}
+
+#[tokio::test]
+async fn hostile_tfvars_values_are_refused_and_change_nothing() {
+    let app = spawn_app().await;
+    app.generate().await;
+    for hostile in [
+        "${file(\"/etc/passwd\")}",
+        "%{ for x in [1] }x%{ endfor }",
+        "a\" \nreplica_count = 99 #",
+        "line1\nline2",
+        "nul\u{0}byte",
+    ] {
+        let body = json!({"bastion_key_pair": "k", "db_key_pair": "k", "environment": hostile});
+        assert_refused_unchanged(&app, "/terraform/generate", body, "environment").await;
+    }
+    let nested =
+        json!({"bastion_key_pair": "k", "db_key_pair": "k", "allowed_cidrs": ["ok", "${x}"]});
+    assert_refused_unchanged(&app, "/terraform/generate", nested, "allowed_cidrs").await;
+    let map_key = json!({"bastion_key_pair": "k", "db_key_pair": "k", "tags": {"a\"=1": "v"}});
+    assert_refused_unchanged(&app, "/terraform/generate", map_key, "tags").await;
+}
+
+#[tokio::test]
+async fn hostile_key_paths_are_refused_and_change_nothing() {
+    let app = configured_app().await;
+    let good = key_file(&app, "good.pem");
+    for hostile in [
+        format!("{good}\nansible_connection=local"),
+        format!("{good} -oProxyCommand=id"),
+        format!("{good}=x"),
+        "relative/key.pem".to_string(),
+        "/etc/shadow".to_string(),
+    ] {
+        let body = json!({"bastion_key_path": hostile, "db_key_path": good});
+        assert_refused_unchanged(&app, "/ansible/configure", body, "bastion_key_path").await;
+    }
+}
+
+#[tokio::test]
+async fn a_key_path_with_a_space_in_its_directory_is_refused() {
+    let app = configured_app().await;
+    let dir = app.root.path().join("my keys");
+    std::fs::create_dir(&dir).unwrap();
+    let key = dir.join("db.pem");
+    std::fs::write(&key, "key").unwrap();
+    std::os::unix::fs::PermissionsExt::set_mode(
+        &mut std::fs::metadata(&key).unwrap().permissions(),
+        0o600,
+    );
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let body = json!({"bastion_key_path": key_file(&app, "b.pem"), "db_key_path": key});
+    assert_refused_unchanged(&app, "/ansible/configure", body, "db_key_path").await;
+}
+
+#[tokio::test]
+async fn hostile_postgresql_settings_are_refused_and_change_nothing() {
+    let app = configured_app().await;
+    app.fake("outputs", OUTPUTS_TWO_REPLICAS);
+    let keys = json!({"bastion_key_path": key_file(&app, "b.pem"), "db_key_path": key_file(&app, "d.pem")});
+    let cases: [(&str, Value); 6] = [
+        ("work_mem", json!("{{ lookup('pipe', 'id') }}")),
+        ("work_mem", json!("{% for x in y %}")),
+        ("work_mem", json!("4MB\nshared_preload_libraries = 'evil'")),
+        ("max connections", json!("5")),
+        ("a=b", json!("5")),
+        ("log_line_prefix\n", json!("x")),
+    ];
+    for (name, value) in cases {
+        let mut body = keys.clone();
+        body[name] = value;
+        assert_refused_unchanged(&app, "/ansible/configure", body, name).await;
+    }
+}
+
+#[tokio::test]
+async fn a_shell_command_in_postgresql_version_is_refused() {
+    let app = configured_app().await;
+    let body = json!({"postgresql_version": "\"; rm -rf /"});
+    assert_refused_unchanged(&app, "/ansible/run", body, "postgresql_version").await;
+}
+
+#[tokio::test]
+async fn malformed_json_answers_in_the_error_shape() {
+    let app = spawn_app().await;
+    let broken = app
+        .post_raw(
+            "/terraform/generate",
+            "application/json",
+            b"{\"a\": ".to_vec(),
+        )
+        .await;
+    assert_eq!(broken.status, 400);
+    assert!(
+        broken.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("not valid JSON")
+    );
+    let not_object = app.post("/terraform/generate", json!([1, 2])).await;
+    assert_eq!(not_object.status, 400);
+    let wrong_type = app
+        .post_raw("/terraform/plan", "text/plain", b"{}".to_vec())
+        .await;
+    assert_eq!(wrong_type.status, 415);
+    let huge = app
+        .post_raw(
+            "/terraform/generate",
+            "application/json",
+            vec![b' '; 200_000],
+        )
+        .await;
+    assert_eq!(huge.status, 413);
+}

@@ -1,0 +1,11 @@
+//! Integration tests: the real HTTP server on port 0, with fake tools under
+//! `tests/fakes` for process handling and the real terraform and
+//! ansible-playbook where the behaviour of the real tools matters.
+
+mod ansible;
+mod helpers;
+mod injection;
+mod real_tools;
+mod runner;
+mod server_process;
+mod terraform;

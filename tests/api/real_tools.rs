@@ -1,0 +1,148 @@
+//! The real terraform and ansible-playbook. The test command installs both
+//! (scripts/tools.sh); these tests fail rather than skip when they are missing.
+
+use std::process::Command;
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn the_whole_terraform_flow_runs_on_real_terraform() {
+    let app = spawn_app_with(AppOptions {
+        tools: Tools::RealTerraform,
+        ..AppOptions::default()
+    })
+    .await;
+    let generate = app
+        .post(
+            "/terraform/generate",
+            json!({"bastion_key_pair": "b", "db_key_pair": "d", "replica_count": "2",
+                   "environment": "it's \\ real", "tags": {"team": "db"}}),
+        )
+        .await;
+    assert_eq!(generate.status, 200, "{:?}", generate.body);
+
+    let init = app.post("/terraform/init", json!({"output": true})).await;
+    assert_eq!(init.status, 200, "{:?}", init.body);
+    assert!(
+        init.body["output"]
+            .as_str()
+            .unwrap()
+            .contains("Terraform has been successfully initialized")
+    );
+
+    let plan = app.post("/terraform/plan", json!({"output": true})).await;
+    assert_eq!(plan.status, 200, "{:?}", plan.body);
+    assert_eq!(plan.body["changes"], true);
+
+    let apply = app.post_empty("/terraform/apply").await;
+    assert_eq!(apply.status, 200, "{:?}", apply.body);
+    assert!(
+        app.workspace()
+            .join("terraform/terraform.tfstate")
+            .is_file()
+    );
+
+    let output = app.post_empty("/terraform/output").await;
+    assert_eq!(output.status, 200, "{:?}", output.body);
+    let outputs = &output.body["outputs"];
+    assert_eq!(outputs["bastion_eip_address"], "127.0.0.10");
+    assert_eq!(
+        outputs["replica_db_addresses"],
+        json!(["127.0.1.1", "127.0.1.2"])
+    );
+    // The backslash and quote went through HCL escaping and came back intact.
+    assert_eq!(outputs["environment"], "it's \\ real");
+    assert_eq!(outputs["tags"], json!({"team": "db"}));
+    assert_eq!(outputs["secret_token"], "(sensitive value)");
+
+    // A second plan sees no changes (exit code 0 is success too).
+    let replan = app.post_empty("/terraform/plan").await;
+    assert_eq!(replan.status, 200, "{:?}", replan.body);
+    assert_eq!(replan.body["changes"], false);
+
+    let destroy = app.post_empty("/terraform/destroy").await;
+    assert_eq!(destroy.status, 200, "{:?}", destroy.body);
+    let after = app.post_empty("/terraform/output").await;
+    assert_eq!(after.status, 200);
+    assert_eq!(after.body["outputs"], json!({}));
+}
+
+#[tokio::test]
+async fn a_real_terraform_error_is_reported_with_its_message() {
+    let app = spawn_app_with(AppOptions {
+        tools: Tools::RealTerraform,
+        ..AppOptions::default()
+    })
+    .await;
+    let generate = app
+        .post(
+            "/terraform/generate",
+            json!({"bastion_key_pair": "b", "db_key_pair": "d", "replica_count": -1}),
+        )
+        .await;
+    assert_eq!(
+        generate.status, 200,
+        "the type is right; the stack's own validation decides"
+    );
+    assert_eq!(app.post_empty("/terraform/init").await.status, 200);
+    let plan = app.post_empty("/terraform/plan").await;
+    assert_eq!(plan.status, 400, "{:?}", plan.body);
+    assert_eq!(plan.body["error"], "Terraform command 'plan' failed");
+    let details = plan.body["details"].as_str().unwrap();
+    assert!(
+        details.contains("replica_count must not be negative"),
+        "{details}"
+    );
+    assert_eq!(app.post_empty("/terraform/apply").await.status, 409);
+}
+
+fn ansible_playbook() -> String {
+    std::env::var("ANSIBLE_PLAYBOOK_BINARY").unwrap_or_else(|_| "ansible-playbook".into())
+}
+
+#[test]
+fn the_shipped_playbook_passes_a_real_syntax_check() {
+    let home = tempfile::tempdir().unwrap();
+    let output = Command::new(ansible_playbook())
+        .args(["--syntax-check", "-i", "localhost,"])
+        .arg(repo().join("ansible/site.yml"))
+        .env("ANSIBLE_HOME", home.path())
+        .env("ANSIBLE_LOCAL_TEMP", home.path().join("tmp"))
+        .env("ANSIBLE_ROLES_PATH", repo().join("ansible/roles"))
+        .output()
+        .expect("ansible-playbook runs (the test command installs it)");
+    assert!(
+        output.status.success(),
+        "syntax check failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn every_shipped_stack_is_terraform_fmt_clean() {
+    let output = Command::new(real_terraform())
+        .args(["fmt", "-check", "-recursive", "-diff"])
+        .arg(repo().join("terraform"))
+        .output()
+        .expect("terraform runs");
+    assert!(
+        output.status.success(),
+        "terraform fmt -check failed:\n{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
+
+#[test]
+fn every_shipped_stack_declares_the_variables_generate_needs() {
+    for stack in ["aws", "local"] {
+        let dir = repo().join("terraform").join(stack);
+        let variables = pgcluster_api::domain::StackVariables::from_dir(&dir)
+            .unwrap_or_else(|e| panic!("{stack}: {e}"));
+        for name in ["bastion_key_pair", "db_key_pair", "replica_count"] {
+            assert!(variables.get(name).is_some(), "{stack} lacks {name}");
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! The server binary as an operator runs it: start-up checks and log files.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[test]
+fn invalid_configuration_stops_start_up_naming_each_key() {
+    let root = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_pgcluster-api"))
+        .current_dir(root.path())
+        .env("API_PORT", "http")
+        .env("DEBUG", "perhaps")
+        .env("TERRAFORM_DIR", "/nonexistent/stack")
+        .env("LOG_DIR", root.path().join("logs"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for key in ["API_PORT", "DEBUG", "TERRAFORM_DIR"] {
+        assert!(stderr.contains(key), "{key} not named in {stderr}");
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The binary with the fake tools: tool output lands in the tool logs,
+/// tagged with the job id, and the vault password lands nowhere.
+#[tokio::test]
+async fn tool_output_is_logged_per_tool_with_job_ids_and_secrets_stay_out() {
+    let root = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let vars = test_vars(root.path(), Tools::Fake);
+    let fake_dir = root.path().join("fake");
+    std::fs::write(
+        fake_dir.join("outputs"),
+        crate::ansible::OUTPUTS_TWO_REPLICAS,
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_pgcluster-api"))
+        .current_dir(root.path())
+        .envs(vars)
+        .env("API_PORT", port.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut up = false;
+    for _ in 0..100 {
+        if client.get(format!("{base}/health")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "server did not start");
+
+    let init: serde_json::Value = client
+        .post(format!("{base}/terraform/init"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let init_job = init["job_id"].as_str().unwrap().to_string();
+    let key = |name: &str| {
+        let path = root.path().join(name);
+        std::fs::write(&path, "key").unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        path
+    };
+    let configure = client
+        .post(format!("{base}/ansible/configure"))
+        .json(&json!({"bastion_key_path": key("b.pem"), "db_key_path": key("d.pem")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(configure.status(), 200);
+    let run: serde_json::Value = client
+        .post(format!("{base}/ansible/run"))
+        .json(&json!({"output": true}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let run_job = run["job_id"].as_str().unwrap().to_string();
+
+    // The child's environment and argv, as recorded by the fake.
+    let mut calls: Vec<_> = std::fs::read_dir(fake_dir.join("calls"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    calls.sort();
+    let ansible_call = calls.last().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(ansible_call.join("vault_password"))
+            .unwrap()
+            .trim(),
+        VAULT_PASSWORD
+    );
+    for file in ["argv", "env"] {
+        let text = std::fs::read_to_string(ansible_call.join(file)).unwrap();
+        assert!(
+            !text.contains(VAULT_PASSWORD),
+            "vault password in the child's {file}"
+        );
+        assert!(
+            !text.contains("ANSIBLE_VAULT_PASSWORD"),
+            "vault variable in the child's {file}"
+        );
+    }
+
+    terminate(child.id());
+    let output = child.wait_with_output().unwrap();
+    let console = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+
+    let logs = root.path().join("logs");
+    let terraform_log = std::fs::read_to_string(logs.join("terraform.log")).unwrap();
+    assert!(
+        terraform_log
+            .lines()
+            .any(|l| l.contains(&init_job) && l.contains("fake terraform init done")),
+        "{terraform_log}"
+    );
+    let ansible_log = std::fs::read_to_string(logs.join("ansible.log")).unwrap();
+    assert!(
+        ansible_log
+            .lines()
+            .any(|l| l.contains(&run_job) && l.contains("PLAY RECAP")),
+        "{ansible_log}"
+    );
+    let app_log = std::fs::read_to_string(logs.join("app.log")).unwrap();
+    assert!(app_log.contains("job finished"), "{app_log}");
+    for (name, text) in [
+        ("terraform.log", &terraform_log),
+        ("ansible.log", &ansible_log),
+        ("app.log", &app_log),
+        ("console", &console),
+    ] {
+        assert!(!text.contains(VAULT_PASSWORD), "vault password in {name}");
+    }
+    assert!(!run.to_string().contains(VAULT_PASSWORD));
+}
+
+/// SIGTERM, so the server shuts down and flushes its logs.
+fn terminate(pid: u32) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+}

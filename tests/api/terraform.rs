@@ -1,0 +1,300 @@
+//! `/terraform/*` with the fake terraform: shapes, flags, plan bookkeeping.
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn generate_writes_tfvars_and_reports_used_and_default_variables() {
+    let app = spawn_app().await;
+    let answer = app
+        .post(
+            "/terraform/generate",
+            json!({"bastion_key_pair": "bastion-key", "db_key_pair": "db-key",
+                   "replica_count": "3", "allowed_cidrs": ["10.0.0.0/8"], "tags": {"team": "db"}}),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    assert_eq!(
+        answer.body["message"],
+        "terraform.tfvars file generated successfully"
+    );
+    assert_eq!(answer.body["used_variables"]["replica_count"], "3");
+    assert_eq!(
+        answer.body["default_variables"],
+        json!({"environment": "test"})
+    );
+    let tfvars =
+        std::fs::read_to_string(app.workspace().join("terraform/terraform.tfvars")).unwrap();
+    assert!(
+        tfvars.contains("bastion_key_pair = \"bastion-key\"\n"),
+        "{tfvars}"
+    );
+    assert!(tfvars.contains("replica_count = 3\n"), "{tfvars}");
+    assert!(
+        tfvars.contains("allowed_cidrs = [\"10.0.0.0/8\"]\n"),
+        "{tfvars}"
+    );
+    assert!(tfvars.contains("tags = {\"team\" = \"db\"}\n"), "{tfvars}");
+    // The stack was copied into the workspace next to its tfvars.
+    assert!(app.workspace().join("terraform/main.tf").is_file());
+}
+
+#[tokio::test]
+async fn generate_lists_unknown_and_missing_variables_as_arrays() {
+    let app = spawn_app().await;
+    let answer = app
+        .post(
+            "/terraform/generate",
+            json!({"bastion_key_pair": "k", "colour": "red", "size": 1}),
+        )
+        .await;
+    assert_eq!(answer.status, 400);
+    assert_eq!(answer.body["unknown_variables"], json!(["colour", "size"]));
+    assert_eq!(answer.body["missing_variables"], json!(["db_key_pair"]));
+    assert!(answer.body["error"].as_str().unwrap().contains("colour"));
+    assert!(!app.workspace().join("terraform/terraform.tfvars").exists());
+}
+
+#[tokio::test]
+async fn generate_checks_values_against_the_declared_types() {
+    let app = spawn_app().await;
+    let answer = app
+        .post(
+            "/terraform/generate",
+            json!({"bastion_key_pair": "k", "db_key_pair": "k", "replica_count": "two",
+                   "allowed_cidrs": "10.0.0.0/8", "tags": {"a": 1}}),
+        )
+        .await;
+    assert_eq!(answer.status, 400);
+    let fields = &answer.body["fields"];
+    assert!(fields["replica_count"].as_str().unwrap().contains("number"));
+    assert!(fields["allowed_cidrs"].as_str().unwrap().contains("list"));
+    // map(string) accepts a number: terraform converts it.
+    assert!(fields.get("tags").is_none(), "{fields}");
+}
+
+#[tokio::test]
+async fn generate_without_a_body_is_a_400() {
+    let app = spawn_app().await;
+    let answer = app.post_empty("/terraform/generate").await;
+    assert_eq!(answer.status, 400);
+    assert!(
+        answer.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("JSON object")
+    );
+}
+
+#[tokio::test]
+async fn init_plan_apply_destroy_run_with_the_documented_flags() {
+    let app = spawn_app().await;
+    app.generate().await;
+
+    let init = app.post_empty("/terraform/init").await;
+    assert_eq!(init.status, 200, "{:?}", init.body);
+    assert_eq!(
+        init.body["message"],
+        "Terraform command 'init' executed successfully"
+    );
+    assert!(init.body["job_id"].is_string());
+    assert!(init.body.get("output").is_none(), "output only when asked");
+    let argv = read_lines(&app.last_call().join("argv"));
+    assert_eq!(argv, ["init", "-input=false", "-no-color"]);
+    let env = std::fs::read_to_string(app.last_call().join("env")).unwrap();
+    assert!(env.contains("TF_IN_AUTOMATION=1") && env.contains("CHECKPOINT_DISABLE=1"));
+    let cwd = std::fs::read_to_string(app.last_call().join("cwd")).unwrap();
+    assert!(
+        cwd.trim().ends_with("workspaces/default/terraform"),
+        "{cwd}"
+    );
+
+    let plan = app.post("/terraform/plan", json!({"output": true})).await;
+    assert_eq!(plan.status, 200, "{:?}", plan.body);
+    assert_eq!(plan.body["changes"], true, "exit code 2 means changes");
+    assert!(
+        plan.body["output"]
+            .as_str()
+            .unwrap()
+            .contains("Plan: 1 to add")
+    );
+    let argv = read_lines(&app.last_call().join("argv"));
+    assert_eq!(
+        &argv[..4],
+        ["plan", "-input=false", "-no-color", "-detailed-exitcode"]
+    );
+    let plan_file = argv[4]
+        .strip_prefix("-out=")
+        .expect("plan saves a plan file")
+        .to_string();
+    assert!(std::path::Path::new(&plan_file).is_file());
+
+    let apply = app.post_empty("/terraform/apply").await;
+    assert_eq!(apply.status, 200, "{:?}", apply.body);
+    let argv = read_lines(&app.last_call().join("argv"));
+    assert_eq!(argv, ["apply", "-input=false", "-no-color", &plan_file]);
+    // The saved plan is consumed: a second apply needs a new plan.
+    let again = app.post_empty("/terraform/apply").await;
+    assert_eq!(again.status, 409, "{:?}", again.body);
+    assert!(
+        again.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("/terraform/plan")
+    );
+
+    let destroy = app.post_empty("/terraform/destroy").await;
+    assert_eq!(destroy.status, 200, "{:?}", destroy.body);
+    let argv = read_lines(&app.last_call().join("argv"));
+    assert_eq!(
+        argv,
+        ["destroy", "-input=false", "-no-color", "-auto-approve"]
+    );
+}
+
+#[tokio::test]
+async fn apply_without_a_saved_plan_is_refused_and_runs_nothing() {
+    let app = spawn_app().await;
+    let answer = app.post_empty("/terraform/apply").await;
+    assert_eq!(answer.status, 409);
+    assert!(app.calls().is_empty());
+}
+
+#[tokio::test]
+async fn generate_forgets_a_plan_made_from_older_variables() {
+    let app = spawn_app().await;
+    app.generate().await;
+    assert_eq!(app.post_empty("/terraform/plan").await.status, 200);
+    app.generate().await;
+    assert_eq!(app.post_empty("/terraform/apply").await.status, 409);
+}
+
+#[tokio::test]
+async fn a_failed_command_answers_400_with_both_streams_in_details() {
+    let app = spawn_app().await;
+    app.fake("fail", "");
+    let answer = app.post_empty("/terraform/init").await;
+    assert_eq!(answer.status, 400);
+    assert_eq!(answer.body["error"], "Terraform command 'init' failed");
+    let details = answer.body["details"].as_str().unwrap();
+    assert!(details.contains("fake failure on stderr"), "{details}");
+    assert!(details.contains("fake failure on stdout"), "{details}");
+    assert_eq!(answer.body["status"], "failed");
+    let job = app
+        .get(&format!(
+            "/jobs/{}",
+            answer.body["job_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(job.body["exit_code"], 1);
+}
+
+#[tokio::test]
+async fn a_failed_plan_leaves_no_plan_to_apply() {
+    let app = spawn_app().await;
+    app.fake("fail", "");
+    assert_eq!(app.post_empty("/terraform/plan").await.status, 400);
+    app.unfake("fail");
+    assert_eq!(app.post_empty("/terraform/apply").await.status, 409);
+}
+
+#[tokio::test]
+async fn output_returns_parsed_json_with_sensitive_values_masked() {
+    let app = spawn_app().await;
+    app.fake(
+        "outputs",
+        r#"{"primary_db_addr": {"sensitive": false, "type": "string", "value": "10.0.1.5"},
+            "replica_db_addresses": {"sensitive": false, "type": ["list", "string"], "value": ["10.0.2.5"]},
+            "db_password": {"sensitive": true, "type": "string", "value": "hunter2"}}"#,
+    );
+    let answer = app.post_empty("/terraform/output").await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    assert_eq!(
+        answer.body["message"],
+        "Terraform output command executed successfully"
+    );
+    assert_eq!(answer.body["outputs"]["primary_db_addr"], "10.0.1.5");
+    assert_eq!(
+        answer.body["outputs"]["replica_db_addresses"],
+        json!(["10.0.2.5"])
+    );
+    assert_eq!(answer.body["outputs"]["db_password"], "(sensitive value)");
+    let text = answer.body["output"].as_str().unwrap();
+    assert!(text.contains("primary_db_addr = \"10.0.1.5\""), "{text}");
+    assert!(!answer.body.to_string().contains("hunter2"));
+    let argv = read_lines(&app.last_call().join("argv"));
+    assert_eq!(argv, ["output", "-no-color", "-json"]);
+}
+
+#[tokio::test]
+async fn output_that_is_not_json_fails_the_job_with_a_reason() {
+    let app = spawn_app().await;
+    app.fake("outputs", "this is not json");
+    let answer = app.post_empty("/terraform/output").await;
+    assert_eq!(answer.status, 400);
+    assert!(
+        answer.body["details"]
+            .as_str()
+            .unwrap()
+            .contains("not a JSON object")
+    );
+}
+
+#[tokio::test]
+async fn output_must_be_a_real_boolean() {
+    let app = spawn_app().await;
+    let answer = app.post("/terraform/init", json!({"output": "yes"})).await;
+    assert_eq!(answer.status, 400);
+    assert!(answer.body["error"].as_str().unwrap().contains("output"));
+    assert!(app.calls().is_empty());
+}
+
+#[tokio::test]
+async fn unknown_options_are_rejected_by_name() {
+    let app = spawn_app().await;
+    let answer = app.post("/terraform/plan", json!({"outptu": true})).await;
+    assert_eq!(answer.status, 400);
+    assert!(answer.body["error"].as_str().unwrap().contains("outptu"));
+}
+
+#[tokio::test]
+async fn async_mode_answers_202_with_the_job_location() {
+    let app = spawn_app().await;
+    let answer = app.post("/terraform/init", json!({"async": true})).await;
+    assert_eq!(answer.status, 202, "{:?}", answer.body);
+    let id = answer.body["job_id"].as_str().unwrap().to_string();
+    assert_eq!(answer.headers["location"], format!("/jobs/{id}").as_str());
+    let job = app.wait_for_job(&id).await;
+    assert_eq!(job["status"], "succeeded");
+    assert_eq!(job["kind"], "terraform.init");
+    let log = app.get(&format!("/jobs/{id}/log")).await;
+    let lines = log.body["lines"].as_array().unwrap();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["text"] == "fake terraform init done" && l["stream"] == "stdout")
+    );
+    assert!(lines.iter().any(|l| l["stream"] == "stderr"));
+    let numbers: Vec<u64> = lines.iter().map(|l| l["n"].as_u64().unwrap()).collect();
+    assert_eq!(numbers, (1..=numbers.len() as u64).collect::<Vec<_>>());
+    let after = app.get(&format!("/jobs/{id}/log?after=1")).await;
+    assert_eq!(
+        after.body["lines"].as_array().unwrap().len(),
+        lines.len() - 1
+    );
+}
+
+#[tokio::test]
+async fn unknown_routes_and_jobs_answer_json_errors() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/nope").await.status, 404);
+    assert_eq!(app.get("/jobs/not-a-uuid").await.status, 400);
+    assert_eq!(
+        app.get("/jobs/00000000-0000-4000-8000-000000000000")
+            .await
+            .status,
+        404
+    );
+    assert_eq!(app.get("/terraform/plan").await.status, 405);
+}
