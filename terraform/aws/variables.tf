@@ -26,14 +26,15 @@ variable "db_key_pair" {
 
 variable "ssh_allowed_cidrs" {
   type        = list(string)
-  description = "IPv4 CIDR blocks allowed to reach the bastion on port 22, e.g. [\"203.0.113.10/32\"]. At least one; avoid 0.0.0.0/0."
+  description = "IPv4 CIDR blocks allowed to reach the bastion on port 22, e.g. [\"203.0.113.10/32\"]. Empty (the default) opens SSH to nobody: set it to the operators' and the API server's networks before configuring the hosts; avoid 0.0.0.0/0."
+  default     = []
 
   validation {
-    condition = length(var.ssh_allowed_cidrs) > 0 && alltrue([
+    condition = alltrue([
       for cidr in var.ssh_allowed_cidrs :
       can(regex("^[0-9]{1,3}(\\.[0-9]{1,3}){3}/[0-9]{1,2}$", cidr)) && try(cidrhost(cidr, 0) == split("/", cidr)[0], false)
     ])
-    error_message = "The ssh_allowed_cidrs must hold at least one IPv4 CIDR block written with its network address (203.0.113.0/24, not 203.0.113.7/24)."
+    error_message = "The ssh_allowed_cidrs must be IPv4 CIDR blocks written with their network address (203.0.113.0/24, not 203.0.113.7/24)."
   }
 }
 
