@@ -55,6 +55,12 @@ pub struct Config {
     pub max_log_bytes: usize,
     /// Largest request body accepted (`MAX_BODY_BYTES`).
     pub max_body_bytes: usize,
+    /// Where job records and logs are kept (`DATABASE_URL`); default
+    /// `sqlite://<DATA_DIR>/jobs.db`, `memory:` keeps them in memory only.
+    pub database_url: Option<String>,
+    /// On SIGTERM, how long running jobs may go on before they are cancelled
+    /// (`SHUTDOWN_GRACE_SECS`).
+    pub shutdown_grace: Duration,
 }
 
 /// Format of the `"output"` text of `/terraform/output`.
@@ -169,6 +175,16 @@ impl Config {
             max_line_bytes: r.positive("JOB_LOG_MAX_LINE_BYTES", "16384") as usize,
             max_log_bytes: r.positive("JOB_LOG_MAX_BYTES", "67108864") as usize,
             max_body_bytes: r.positive("MAX_BODY_BYTES", "65536") as usize,
+            database_url: r
+                .vars
+                .get("DATABASE_URL")
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty()),
+            shutdown_grace: Duration::from_secs(r.parse(
+                "SHUTDOWN_GRACE_SECS",
+                "60",
+                "a number of seconds",
+            )),
         };
         if r.problems.is_empty() {
             Ok(config)
