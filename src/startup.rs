@@ -16,7 +16,7 @@ use crate::error::ApiError;
 use crate::render::Renderer;
 use crate::routes;
 use crate::runner::{Redactor, Runner, RunnerConfig};
-use crate::store::{JobStore, MemoryStore};
+use crate::store::{JobStore, MemoryStore, SqliteStore};
 use crate::workspace::WorkspaceLocks;
 
 /// Shared by every handler. Cheap to clone.
@@ -53,7 +53,7 @@ impl AppState {
             .map_err(|e| format!("TERRAFORM_DIR: {e}"))?;
         let renderer =
             Renderer::load(&config.template_dir).map_err(|e| format!("TEMPLATE_DIR: {e}"))?;
-        let store: Arc<dyn JobStore> = Arc::new(MemoryStore::default());
+        let store = open_store(&config)?;
         let runner = Runner::new(
             store,
             WorkspaceLocks::default(),
@@ -75,6 +75,24 @@ impl AppState {
     }
 }
 
+/// The job store `DATABASE_URL` names: SQLite under `DATA_DIR` by default.
+fn open_store(config: &Config) -> Result<Arc<dyn JobStore>, String> {
+    match config.database_url.as_deref() {
+        None => SqliteStore::open(&config.data_dir.join("jobs.db"))
+            .map(|s| Arc::new(s) as Arc<dyn JobStore>)
+            .map_err(|e| format!("DATA_DIR: {e}")),
+        Some("memory:") => Ok(Arc::new(MemoryStore::default())),
+        Some(url) => match url.strip_prefix("sqlite://") {
+            Some(path) if !path.is_empty() => SqliteStore::open(std::path::Path::new(path))
+                .map(|s| Arc::new(s) as Arc<dyn JobStore>)
+                .map_err(|e| format!("DATABASE_URL: {e}")),
+            _ => Err(format!(
+                "DATABASE_URL: {url:?} is not supported: use sqlite://PATH or memory:"
+            )),
+        },
+    }
+}
+
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -84,6 +102,10 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::health::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            crate::auth::Guard::new(&state.config),
+            crate::auth::authenticate,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), check_host))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(TraceLayer::new_for_http())
@@ -133,19 +155,39 @@ fn strip_port(host: &str) -> &str {
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    state: AppState,
 }
 
 impl Application {
     /// Binds the listener (port 0 picks a free port).
     pub async fn build(config: Config) -> Result<Application, String> {
         let address = (config.host, config.port);
+        if config.api_tokens.is_empty() {
+            tracing::warn!(
+                "authentication is off: API_TOKENS is empty, so every request is served \
+                 as 'anonymous' with the admin scope"
+            );
+        } else {
+            tracing::info!(
+                tokens = config.api_tokens.len(),
+                "bearer-token authentication is on"
+            );
+        }
         let state = AppState::new(config)?;
+        let interrupted = state.runner.recover().await.map_err(|e| e.to_string())?;
+        if interrupted > 0 {
+            tracing::warn!(
+                interrupted,
+                "jobs left running by a previous server are now interrupted"
+            );
+        }
         let listener = TcpListener::bind(address)
             .await
             .map_err(|e| format!("cannot listen on {}:{}: {e}", address.0, address.1))?;
         Ok(Application {
             listener,
-            router: router(state),
+            router: router(state.clone()),
+            state,
         })
     }
 
@@ -153,11 +195,26 @@ impl Application {
         self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
     }
 
-    /// Serves until SIGINT or SIGTERM.
+    /// Serves until SIGINT or SIGTERM; then stops accepting, lets running
+    /// jobs finish within `SHUTDOWN_GRACE_SECS` and cancels the rest.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
+        let (stop, mut stopping) = tokio::sync::watch::channel(false);
+        let runner = self.state.runner.clone();
+        let grace = self.state.config.shutdown_grace;
+        // Jobs are wound down while the listener drains: open event streams
+        // end when their jobs do.
+        let jobs = tokio::spawn(async move {
+            let _ = stopping.wait_for(|stopped| *stopped).await;
+            runner.shutdown(grace).await;
+        });
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(async move {
+                shutdown_signal().await;
+                let _ = stop.send(true);
+            })
+            .await;
+        let _ = jobs.await;
+        served
     }
 }
 

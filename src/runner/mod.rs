@@ -20,10 +20,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 use time::OffsetDateTime;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
-use crate::store::{Completion, Job, JobId, JobKind, JobStatus, JobStore, Stream};
+use crate::store::{Completion, Job, JobId, JobKind, JobStatus, JobStore, LogLine, Stream};
 use crate::workspace::{Holder, LockGuard, WorkspaceLocks};
 
 /// Limits applied to every job.
@@ -54,6 +54,8 @@ pub struct JobSpec {
     pub workspace: String,
     /// The request that started the job, without secrets.
     pub request: Value,
+    /// Who asked for it.
+    pub started_by: Option<String>,
     pub program: PathBuf,
     pub args: Vec<OsString>,
     pub cwd: PathBuf,
@@ -135,8 +137,24 @@ struct RunnerInner {
     locks: WorkspaceLocks,
     config: RunnerConfig,
     redactor: Redactor,
-    cancels: Mutex<HashMap<JobId, watch::Sender<bool>>>,
+    /// The jobs running in this process.
+    running: Mutex<HashMap<JobId, RunningJob>>,
 }
+
+struct RunningJob {
+    cancel: watch::Sender<bool>,
+    events: broadcast::Sender<JobEvent>,
+}
+
+/// What live followers of a job receive: its lines, once stored, then its end.
+#[derive(Clone, Debug)]
+pub enum JobEvent {
+    Line(LogLine),
+    End(JobStatus),
+}
+
+/// Live lines buffered per follower before it must catch up from the store.
+const EVENT_BUFFER: usize = 4096;
 
 /// Lines of stdout kept for `"output": true`, and tail lengths for details.
 const STDOUT_CAP_BYTES: usize = 8 * 1024 * 1024;
@@ -157,7 +175,7 @@ impl Runner {
                 locks,
                 config,
                 redactor,
-                cancels: Mutex::new(HashMap::new()),
+                running: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -186,28 +204,24 @@ impl Runner {
         } else {
             None
         };
-        let job = Job {
-            id,
-            kind: spec.kind,
-            workspace: spec.workspace.clone(),
-            request: spec.request.clone(),
-            status: JobStatus::Queued,
-            exit_code: None,
-            created_at: OffsetDateTime::now_utc(),
-            started_at: None,
-            finished_at: None,
-            duration_ms: None,
-            result: None,
-            error: None,
-        };
+        let mut job = Job::queued(id, spec.kind, &spec.workspace, spec.request.clone());
+        job.started_by = spec.started_by.clone();
         self.inner.store.insert(job).await?;
         let (done_tx, done_rx) = watch::channel(None);
         let (cancel_tx, cancel_rx) = watch::channel(false);
-        self.inner.cancels.lock().unwrap().insert(id, cancel_tx);
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        self.inner.running.lock().unwrap().insert(
+            id,
+            RunningJob {
+                cancel: cancel_tx,
+                events: events.clone(),
+            },
+        );
         let runner = self.clone();
         tokio::spawn(async move {
-            let output = runner.run(id, spec, guard, cancel_rx).await;
-            runner.inner.cancels.lock().unwrap().remove(&id);
+            let output = runner.run(id, spec, guard, cancel_rx, events.clone()).await;
+            runner.inner.running.lock().unwrap().remove(&id);
+            let _ = events.send(JobEvent::End(output.status));
             let _ = done_tx.send(Some(Arc::new(output)));
         });
         Ok(JobHandle { id, done: done_rx })
@@ -216,12 +230,66 @@ impl Runner {
     /// Asks a running job to stop (SIGINT, grace period, SIGKILL).
     /// Returns false when the job is not running in this process.
     pub fn cancel(&self, id: JobId) -> bool {
-        match self.inner.cancels.lock().unwrap().get(&id) {
-            Some(tx) => {
-                let _ = tx.send(true);
+        match self.inner.running.lock().unwrap().get(&id) {
+            Some(job) => {
+                let _ = job.cancel.send(true);
                 true
             }
             None => false,
+        }
+    }
+
+    /// Follows a running job's stored lines and its end; `None` when the job
+    /// is not running in this process (its log is then complete in the store).
+    pub fn subscribe(&self, id: JobId) -> Option<broadcast::Receiver<JobEvent>> {
+        self.inner
+            .running
+            .lock()
+            .unwrap()
+            .get(&id)
+            .map(|job| job.events.subscribe())
+    }
+
+    /// How many jobs are running in this process.
+    pub fn running_count(&self) -> usize {
+        self.inner.running.lock().unwrap().len()
+    }
+
+    /// At start-up: jobs a dead server left `queued` or `running` become
+    /// `interrupted`; a tool process of theirs still alive is stopped.
+    pub async fn recover(&self) -> Result<usize, crate::store::StoreError> {
+        let jobs = self
+            .inner
+            .store
+            .interrupt_unfinished(OffsetDateTime::now_utc())
+            .await?;
+        for job in &jobs {
+            tracing::warn!(job_id = %job.id, kind = job.kind.as_str(), "job interrupted by a server restart");
+            if let (Some(pid), Some(start)) = (job.pid, job.pid_start)
+                && process::start_time(pid) == Some(start)
+            {
+                tracing::warn!(job_id = %job.id, pid, "stopping the interrupted job's processes");
+                process::stop_group(pid, self.inner.config.cancel_grace);
+            }
+        }
+        Ok(jobs.len())
+    }
+
+    /// Graceful shutdown: running jobs get `grace` to finish, then are
+    /// cancelled (and recorded so); returns when all have ended.
+    pub async fn shutdown(&self, grace: Duration) {
+        let deadline = Instant::now() + grace;
+        while self.running_count() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let ids: Vec<JobId> = self.inner.running.lock().unwrap().keys().copied().collect();
+        for id in &ids {
+            tracing::warn!(job_id = %id, "server shutting down: cancelling the job");
+            self.cancel(*id);
+        }
+        let deadline = Instant::now() + self.inner.config.cancel_grace + Duration::from_secs(5);
+        while self.running_count() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -231,14 +299,15 @@ impl Runner {
         mut spec: JobSpec,
         guard: Option<LockGuard>,
         cancel: watch::Receiver<bool>,
+        events: broadcast::Sender<JobEvent>,
     ) -> RunOutput {
         let store = &self.inner.store;
-        let _ = store.mark_running(id, OffsetDateTime::now_utc()).await;
         let mut sink = Sink::new(
             id,
             spec.log,
             self.inner.config.max_log_bytes,
             self.inner.redactor.clone(),
+            events,
         );
         tracing::info!(job_id = %id, kind = spec.kind.as_str(), workspace = %spec.workspace, "job started");
 
@@ -324,7 +393,9 @@ pub(crate) struct Sink {
     job_id: JobId,
     log: ToolLog,
     redactor: Redactor,
-    pending: Vec<(Stream, String)>,
+    events: broadcast::Sender<JobEvent>,
+    next_n: u64,
+    pending: Vec<LogLine>,
     stored_bytes: usize,
     max_log_bytes: usize,
     truncated: bool,
@@ -335,11 +406,19 @@ pub(crate) struct Sink {
 }
 
 impl Sink {
-    fn new(job_id: JobId, log: ToolLog, max_log_bytes: usize, redactor: Redactor) -> Sink {
+    fn new(
+        job_id: JobId,
+        log: ToolLog,
+        max_log_bytes: usize,
+        redactor: Redactor,
+        events: broadcast::Sender<JobEvent>,
+    ) -> Sink {
         Sink {
             job_id,
             log,
             redactor,
+            events,
+            next_n: 1,
             pending: Vec::new(),
             stored_bytes: 0,
             max_log_bytes,
@@ -386,28 +465,40 @@ impl Sink {
             return;
         }
         self.stored_bytes += text.len() + 1;
-        if self.stored_bytes > self.max_log_bytes {
+        let (stream, text) = if self.stored_bytes > self.max_log_bytes {
             self.truncated = true;
-            self.pending.push((
+            (
                 Stream::System,
                 format!("[log truncated: more than {} bytes]", self.max_log_bytes),
-            ));
+            )
         } else {
-            self.pending.push((stream, text));
-        }
+            (stream, text)
+        };
+        self.pending.push(LogLine {
+            n: self.next_n,
+            stream,
+            text,
+        });
+        self.next_n += 1;
     }
 
     fn system(&mut self, text: &str) {
         self.push(Stream::System, text.to_string());
     }
 
+    /// Stores the pending lines, then hands them to live followers: a
+    /// follower that reads the store after subscribing misses nothing.
     async fn flush(&mut self, store: &Arc<dyn JobStore>) {
         if self.pending.is_empty() {
             return;
         }
         let lines = std::mem::take(&mut self.pending);
-        if let Err(err) = store.append_log(self.job_id, lines).await {
+        if let Err(err) = store.append_log(self.job_id, lines.clone()).await {
             tracing::error!(job_id = %self.job_id, error = %err, "could not store job log lines");
+        }
+        for line in lines {
+            // No follower is fine.
+            let _ = self.events.send(JobEvent::Line(line));
         }
     }
 }

@@ -78,6 +78,14 @@ pub async fn supervise(
     // Our copy of the pipe's read end goes with the command.
     drop(command);
     let pgid = child.id().map(|pid| Pid::from_raw(pid as i32));
+    let pid = child.id();
+    let pid_start = pid.and_then(start_time);
+    if let Err(err) = store
+        .mark_running(sink.job_id, time::OffsetDateTime::now_utc(), pid, pid_start)
+        .await
+    {
+        tracing::error!(job_id = %sink.job_id, error = %err, "could not record a job as running");
+    }
     if let (Some(mut writer), Some((_, secret))) = (secret_writer, &spec.secret_input) {
         // Small enough for the pipe buffer: this never blocks on the child.
         let written = writer
@@ -124,7 +132,8 @@ pub async fn supervise(
             line = rx.recv(), if channel_open => match line {
                 Some((stream, text)) => {
                     sink.push(stream, text);
-                    if sink.pending.len() >= BATCH {
+                    // Store (and show) a burst as soon as it is read, in batches.
+                    if sink.pending.len() >= BATCH || rx.is_empty() {
                         sink.flush(store).await;
                     }
                 }
@@ -197,6 +206,26 @@ pub async fn supervise(
         exit_code: status.code(),
         stopped,
     })
+}
+
+/// The start time of a process (clock ticks after boot, field 22 of
+/// `/proc/<pid>/stat`): with the pid, it names one process for good.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Stops a process group left by a previous server: SIGINT, then SIGKILL
+/// after `grace`, in the background.
+pub fn stop_group(pid: u32, grace: Duration) {
+    let pgid = Some(Pid::from_raw(pid as i32));
+    signal_group(pgid, Signal::SIGINT);
+    tokio::spawn(async move {
+        tokio::time::sleep(grace).await;
+        signal_group(pgid, Signal::SIGKILL);
+    });
 }
 
 fn signal_group(pgid: Option<Pid>, signal: Signal) {

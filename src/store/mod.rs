@@ -1,10 +1,16 @@
 //! Job records and their numbered log lines, behind the `JobStore` interface.
 //!
-//! `MemoryStore` keeps them in memory; a durable store implements the same trait.
+//! `SqliteStore` (the default) keeps them in a file under `DATA_DIR`;
+//! `MemoryStore` only for the life of the process. A PostgreSQL store would
+//! implement the same trait.
 
-use std::collections::HashMap;
+mod memory;
+mod sqlite;
+
+pub use memory::MemoryStore;
+pub use sqlite::SqliteStore;
+
 use std::fmt;
-use std::sync::Mutex;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -56,6 +62,19 @@ pub enum JobKind {
 }
 
 impl JobKind {
+    pub const ALL: [JobKind; 6] = [
+        JobKind::TerraformInit,
+        JobKind::TerraformPlan,
+        JobKind::TerraformApply,
+        JobKind::TerraformDestroy,
+        JobKind::TerraformOutput,
+        JobKind::AnsibleRun,
+    ];
+
+    pub fn parse(text: &str) -> Option<JobKind> {
+        JobKind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+
     /// Whether the job changes the workspace or the cluster, and so needs the
     /// workspace lock.
     pub fn is_mutating(self) -> bool {
@@ -88,6 +107,20 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
+    pub const ALL: [JobStatus; 7] = [
+        JobStatus::Queued,
+        JobStatus::Running,
+        JobStatus::Succeeded,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+        JobStatus::TimedOut,
+        JobStatus::Interrupted,
+    ];
+
+    pub fn parse(text: &str) -> Option<JobStatus> {
+        JobStatus::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
     pub fn is_finished(self) -> bool {
         !matches!(self, JobStatus::Queued | JobStatus::Running)
     }
@@ -113,6 +146,8 @@ pub struct Job {
     pub workspace: String,
     /// The request that started it, without secrets.
     pub request: Value,
+    /// Who started it (the token's name; "anonymous" without authentication).
+    pub started_by: Option<String>,
     pub status: JobStatus,
     pub exit_code: Option<i32>,
     #[serde(with = "time::serde::rfc3339")]
@@ -126,6 +161,35 @@ pub struct Job {
     pub result: Option<Value>,
     /// Why the job did not succeed, in one line.
     pub error: Option<String>,
+    /// Process (and process group) id of the tool while it runs.
+    pub pid: Option<u32>,
+    /// Start time of that process (clock ticks since boot), to recognise it
+    /// after a restart without being fooled by a reused pid.
+    #[serde(skip)]
+    pub pid_start: Option<u64>,
+}
+
+impl Job {
+    /// A new job, queued now.
+    pub fn queued(id: JobId, kind: JobKind, workspace: &str, request: Value) -> Job {
+        Job {
+            id,
+            kind,
+            workspace: workspace.to_string(),
+            request,
+            started_by: None,
+            status: JobStatus::Queued,
+            exit_code: None,
+            created_at: OffsetDateTime::now_utc(),
+            started_at: None,
+            finished_at: None,
+            duration_ms: None,
+            result: None,
+            error: None,
+            pid: None,
+            pid_start: None,
+        }
+    }
 }
 
 /// Which stream of the child a line came from.
@@ -138,8 +202,26 @@ pub enum Stream {
     System,
 }
 
+impl Stream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+            Stream::System => "system",
+        }
+    }
+
+    pub fn parse(text: &str) -> Stream {
+        match text {
+            "stdout" => Stream::Stdout,
+            "stderr" => Stream::Stderr,
+            _ => Stream::System,
+        }
+    }
+}
+
 /// One numbered line of a job's log.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LogLine {
     /// 1-based, without gaps, per job.
     pub n: u64,
@@ -156,11 +238,36 @@ pub struct Completion {
     pub error: Option<String>,
 }
 
+/// Which jobs to list: newest first, optionally filtered, one page at a time.
+#[derive(Clone, Debug, Default)]
+pub struct JobFilter {
+    pub workspace: Option<String>,
+    pub kind: Option<JobKind>,
+    pub status: Option<JobStatus>,
+    /// Only jobs older than this cursor (from a previous page).
+    pub before: Option<u64>,
+    pub limit: usize,
+}
+
+/// One page of jobs and the cursor of the next, if there is one.
+#[derive(Clone, Debug)]
+pub struct JobPage {
+    pub jobs: Vec<Job>,
+    pub next_cursor: Option<u64>,
+}
+
 /// Persistence of jobs and their logs.
 #[async_trait]
 pub trait JobStore: Send + Sync + 'static {
     async fn insert(&self, job: Job) -> Result<(), StoreError>;
-    async fn mark_running(&self, id: JobId, at: OffsetDateTime) -> Result<(), StoreError>;
+    /// The job's process started.
+    async fn mark_running(
+        &self,
+        id: JobId,
+        at: OffsetDateTime,
+        pid: Option<u32>,
+        pid_start: Option<u64>,
+    ) -> Result<(), StoreError>;
     async fn complete(
         &self,
         id: JobId,
@@ -168,10 +275,9 @@ pub trait JobStore: Send + Sync + 'static {
         at: OffsetDateTime,
     ) -> Result<(), StoreError>;
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError>;
-    /// Newest first.
-    async fn list(&self, limit: usize) -> Result<Vec<Job>, StoreError>;
-    /// Appends lines; they are numbered by the store, in order.
-    async fn append_log(&self, id: JobId, lines: Vec<(Stream, String)>) -> Result<(), StoreError>;
+    async fn list(&self, filter: &JobFilter) -> Result<JobPage, StoreError>;
+    /// Appends lines, already numbered by the runner, in order.
+    async fn append_log(&self, id: JobId, lines: Vec<LogLine>) -> Result<(), StoreError>;
     /// Lines numbered above `after`, at most `limit` of them.
     async fn read_log(
         &self,
@@ -179,101 +285,25 @@ pub trait JobStore: Send + Sync + 'static {
         after: u64,
         limit: usize,
     ) -> Result<Vec<LogLine>, StoreError>;
+    /// At start-up: every job still queued or running belonged to a server
+    /// that died. Marks them `interrupted` and returns them.
+    async fn interrupt_unfinished(&self, at: OffsetDateTime) -> Result<Vec<Job>, StoreError>;
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("job {0} not found")]
     NotFound(JobId),
+    #[error("job store: {0}")]
+    Database(#[from] rusqlite::Error),
+    #[error("job store: {0}")]
+    Other(String),
 }
 
-/// Jobs kept in memory for the life of the process.
-#[derive(Default)]
-pub struct MemoryStore {
-    inner: Mutex<MemoryInner>,
+/// Milliseconds between two instants, for `duration_ms`.
+pub(crate) fn duration_ms(from: OffsetDateTime, to: OffsetDateTime) -> u64 {
+    (to - from).whole_milliseconds().max(0) as u64
 }
 
-#[derive(Default)]
-struct MemoryInner {
-    order: Vec<JobId>,
-    jobs: HashMap<JobId, Job>,
-    logs: HashMap<JobId, Vec<LogLine>>,
-}
-
-#[async_trait]
-impl JobStore for MemoryStore {
-    async fn insert(&self, job: Job) -> Result<(), StoreError> {
-        let mut inner = self.inner.lock().unwrap();
-        inner.order.push(job.id);
-        inner.logs.insert(job.id, Vec::new());
-        inner.jobs.insert(job.id, job);
-        Ok(())
-    }
-
-    async fn mark_running(&self, id: JobId, at: OffsetDateTime) -> Result<(), StoreError> {
-        let mut inner = self.inner.lock().unwrap();
-        let job = inner.jobs.get_mut(&id).ok_or(StoreError::NotFound(id))?;
-        job.status = JobStatus::Running;
-        job.started_at = Some(at);
-        Ok(())
-    }
-
-    async fn complete(
-        &self,
-        id: JobId,
-        completion: Completion,
-        at: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        let mut inner = self.inner.lock().unwrap();
-        let job = inner.jobs.get_mut(&id).ok_or(StoreError::NotFound(id))?;
-        job.status = completion.status;
-        job.exit_code = completion.exit_code;
-        job.result = completion.result;
-        job.error = completion.error;
-        job.finished_at = Some(at);
-        let start = job.started_at.unwrap_or(job.created_at);
-        job.duration_ms = Some((at - start).whole_milliseconds().max(0) as u64);
-        Ok(())
-    }
-
-    async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
-        Ok(self.inner.lock().unwrap().jobs.get(&id).cloned())
-    }
-
-    async fn list(&self, limit: usize) -> Result<Vec<Job>, StoreError> {
-        let inner = self.inner.lock().unwrap();
-        Ok(inner
-            .order
-            .iter()
-            .rev()
-            .take(limit)
-            .filter_map(|id| inner.jobs.get(id).cloned())
-            .collect())
-    }
-
-    async fn append_log(&self, id: JobId, lines: Vec<(Stream, String)>) -> Result<(), StoreError> {
-        let mut inner = self.inner.lock().unwrap();
-        let log = inner.logs.get_mut(&id).ok_or(StoreError::NotFound(id))?;
-        for (stream, text) in lines {
-            let n = log.len() as u64 + 1;
-            log.push(LogLine { n, stream, text });
-        }
-        Ok(())
-    }
-
-    async fn read_log(
-        &self,
-        id: JobId,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<LogLine>, StoreError> {
-        let inner = self.inner.lock().unwrap();
-        let log = inner.logs.get(&id).ok_or(StoreError::NotFound(id))?;
-        Ok(log
-            .iter()
-            .skip(after.min(log.len() as u64) as usize)
-            .take(limit)
-            .cloned()
-            .collect())
-    }
-}
+/// The message recorded on jobs a dead server left behind.
+pub const INTERRUPTED: &str = "the server stopped while the job was running";

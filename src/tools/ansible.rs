@@ -46,6 +46,7 @@ pub fn playbook_job(
         kind: JobKind::AnsibleRun,
         workspace: workspace.name().to_string(),
         request,
+        started_by: None,
         program: config.ansible_playbook_binary.clone(),
         args,
         cwd: absolute(&config.ansible_dir),

@@ -84,6 +84,7 @@ pub fn job(
         kind: command.kind(),
         workspace: workspace.name().to_string(),
         request,
+        started_by: None,
         program: config.terraform_binary.clone(),
         args,
         cwd: workspace.terraform_dir(),

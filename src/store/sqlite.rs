@@ -1,0 +1,439 @@
+//! Jobs and logs in an SQLite file (embedded: nothing to install).
+//!
+//! Schema changes are numbered migrations applied at open, tracked by
+//! `PRAGMA user_version`. Every call runs on the blocking pool.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use super::{
+    Completion, INTERRUPTED, Job, JobFilter, JobId, JobKind, JobPage, JobStatus, JobStore, LogLine,
+    StoreError, Stream, duration_ms,
+};
+
+/// Each entry upgrades the schema by one version.
+const MIGRATIONS: [&str; 1] = [r#"
+CREATE TABLE jobs (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    id           TEXT NOT NULL UNIQUE,
+    kind         TEXT NOT NULL,
+    workspace    TEXT NOT NULL,
+    request      TEXT NOT NULL,
+    started_by   TEXT,
+    status       TEXT NOT NULL,
+    exit_code    INTEGER,
+    created_at   INTEGER NOT NULL,
+    started_at   INTEGER,
+    finished_at  INTEGER,
+    duration_ms  INTEGER,
+    result       TEXT,
+    error        TEXT,
+    pid          INTEGER,
+    pid_start    INTEGER
+);
+CREATE INDEX jobs_by_workspace ON jobs (workspace, seq);
+CREATE INDEX jobs_by_status ON jobs (status);
+CREATE TABLE job_logs (
+    job_id  TEXT NOT NULL,
+    n       INTEGER NOT NULL,
+    stream  TEXT NOT NULL,
+    text    TEXT NOT NULL,
+    PRIMARY KEY (job_id, n)
+) WITHOUT ROWID;
+"#];
+
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the database and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Other(format!("{}: {e}", dir.display())))?;
+        }
+        let mut conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrate(&mut conn)?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Other(e.to_string()))?
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let version = version.max(0) as usize;
+    if version > MIGRATIONS.len() {
+        return Err(StoreError::Other(format!(
+            "the database schema (version {version}) is newer than this server knows ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(migration)?;
+        tx.pragma_update(None, "user_version", index as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn ts(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn from_ts(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+const JOB_COLUMNS: &str = "seq, id, kind, workspace, request, started_by, status, exit_code, \
+    created_at, started_at, finished_at, duration_ms, result, error, pid, pid_start";
+
+fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(u64, Job)> {
+    let text = |i: usize| row.get::<_, String>(i);
+    let json = |raw: Option<String>| raw.and_then(|r| serde_json::from_str::<Value>(&r).ok());
+    let id: String = text(1)?;
+    let job = Job {
+        id: JobId::parse(&id).unwrap_or_default(),
+        kind: JobKind::parse(&text(2)?).unwrap_or(JobKind::TerraformOutput),
+        workspace: text(3)?,
+        request: json(Some(text(4)?)).unwrap_or(Value::Null),
+        started_by: row.get(5)?,
+        status: JobStatus::parse(&text(6)?).unwrap_or(JobStatus::Interrupted),
+        exit_code: row.get(7)?,
+        created_at: from_ts(row.get(8)?),
+        started_at: row.get::<_, Option<i64>>(9)?.map(from_ts),
+        finished_at: row.get::<_, Option<i64>>(10)?.map(from_ts),
+        duration_ms: row.get::<_, Option<i64>>(11)?.map(|d| d.max(0) as u64),
+        result: json(row.get(12)?),
+        error: row.get(13)?,
+        pid: row.get::<_, Option<i64>>(14)?.map(|p| p as u32),
+        pid_start: row.get::<_, Option<i64>>(15)?.map(|p| p as u64),
+    };
+    Ok((row.get::<_, i64>(0)? as u64, job))
+}
+
+#[async_trait]
+impl JobStore for SqliteStore {
+    async fn insert(&self, job: Job) -> Result<(), StoreError> {
+        self.with(move |conn| {
+            conn.execute(
+                "INSERT INTO jobs (id, kind, workspace, request, started_by, status, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    job.id.to_string(),
+                    job.kind.as_str(),
+                    job.workspace,
+                    job.request.to_string(),
+                    job.started_by,
+                    job.status.as_str(),
+                    ts(job.created_at),
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn mark_running(
+        &self,
+        id: JobId,
+        at: OffsetDateTime,
+        pid: Option<u32>,
+        pid_start: Option<u64>,
+    ) -> Result<(), StoreError> {
+        self.with(move |conn| {
+            let changed = conn.execute(
+                "UPDATE jobs SET status = 'running', started_at = ?2, pid = ?3, pid_start = ?4
+                 WHERE id = ?1",
+                params![id.to_string(), ts(at), pid, pid_start.map(|p| p as i64)],
+            )?;
+            if changed == 0 {
+                return Err(StoreError::NotFound(id));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn complete(
+        &self,
+        id: JobId,
+        completion: Completion,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.with(move |conn| {
+            let start: Option<(Option<i64>, i64)> = conn
+                .query_row(
+                    "SELECT started_at, created_at FROM jobs WHERE id = ?1",
+                    [id.to_string()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((started, created)) = start else {
+                return Err(StoreError::NotFound(id));
+            };
+            let duration = duration_ms(from_ts(started.unwrap_or(created)), at);
+            conn.execute(
+                "UPDATE jobs SET status = ?2, exit_code = ?3, result = ?4, error = ?5,
+                        finished_at = ?6, duration_ms = ?7
+                 WHERE id = ?1",
+                params![
+                    id.to_string(),
+                    completion.status.as_str(),
+                    completion.exit_code,
+                    completion.result.map(|r| r.to_string()),
+                    completion.error,
+                    ts(at),
+                    duration as i64,
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        self.with(move |conn| {
+            Ok(conn
+                .query_row(
+                    &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+                    [id.to_string()],
+                    job_from_row,
+                )
+                .optional()?
+                .map(|(_, job)| job))
+        })
+        .await
+    }
+
+    async fn list(&self, filter: &JobFilter) -> Result<JobPage, StoreError> {
+        let filter = filter.clone();
+        self.with(move |conn| {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs
+                 WHERE (?1 IS NULL OR workspace = ?1)
+                   AND (?2 IS NULL OR kind = ?2)
+                   AND (?3 IS NULL OR status = ?3)
+                   AND (?4 IS NULL OR seq < ?4)
+                 ORDER BY seq DESC LIMIT ?5"
+            ))?;
+            let rows = stmt.query_map(
+                params![
+                    filter.workspace,
+                    filter.kind.map(JobKind::as_str),
+                    filter.status.map(JobStatus::as_str),
+                    filter.before.map(|b| b as i64),
+                    filter.limit as i64 + 1,
+                ],
+                job_from_row,
+            )?;
+            let mut page: Vec<(u64, Job)> = rows.collect::<Result<_, _>>()?;
+            let next_cursor = if page.len() > filter.limit {
+                page.pop();
+                page.last().map(|(seq, _)| *seq)
+            } else {
+                None
+            };
+            Ok(JobPage {
+                jobs: page.into_iter().map(|(_, job)| job).collect(),
+                next_cursor,
+            })
+        })
+        .await
+    }
+
+    async fn append_log(&self, id: JobId, lines: Vec<LogLine>) -> Result<(), StoreError> {
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO job_logs (job_id, n, stream, text) VALUES (?1, ?2, ?3, ?4)",
+                )?;
+                let id = id.to_string();
+                for line in lines {
+                    stmt.execute(params![id, line.n as i64, line.stream.as_str(), line.text])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn read_log(
+        &self,
+        id: JobId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<LogLine>, StoreError> {
+        self.with(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT n, stream, text FROM job_logs WHERE job_id = ?1 AND n > ?2
+                 ORDER BY n LIMIT ?3",
+            )?;
+            let rows =
+                stmt.query_map(params![id.to_string(), after as i64, limit as i64], |r| {
+                    Ok(LogLine {
+                        n: r.get::<_, i64>(0)? as u64,
+                        stream: Stream::parse(&r.get::<_, String>(1)?),
+                        text: r.get(2)?,
+                    })
+                })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn interrupt_unfinished(&self, at: OffsetDateTime) -> Result<Vec<Job>, StoreError> {
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            let jobs: Vec<Job> = {
+                let mut stmt = tx.prepare(&format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE status IN ('queued', 'running')"
+                ))?;
+                let rows = stmt.query_map([], job_from_row)?;
+                rows.map(|r| r.map(|(_, job)| job))
+                    .collect::<Result<_, _>>()?
+            };
+            for job in &jobs {
+                let duration = duration_ms(job.started_at.unwrap_or(job.created_at), at);
+                tx.execute(
+                    "UPDATE jobs SET status = 'interrupted', error = ?2, finished_at = ?3,
+                            duration_ms = ?4
+                     WHERE id = ?1",
+                    params![job.id.to_string(), INTERRUPTED, ts(at), duration as i64],
+                )?;
+            }
+            tx.commit()?;
+            Ok(jobs
+                .into_iter()
+                .map(|mut job| {
+                    job.status = JobStatus::Interrupted;
+                    job.error = Some(INTERRUPTED.into());
+                    job.finished_at = Some(at);
+                    job
+                })
+                .collect())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn job(workspace: &str, kind: JobKind) -> Job {
+        Job::queued(JobId::new(), kind, workspace, json!({"output": true}))
+    }
+
+    #[tokio::test]
+    async fn a_job_round_trips_and_survives_reopening_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let j = job("default", JobKind::TerraformPlan);
+        let id = j.id;
+        store.insert(j).await.unwrap();
+        store
+            .mark_running(id, OffsetDateTime::now_utc(), Some(42), Some(7))
+            .await
+            .unwrap();
+        let lines = vec![
+            LogLine {
+                n: 1,
+                stream: Stream::Stdout,
+                text: "one".into(),
+            },
+            LogLine {
+                n: 2,
+                stream: Stream::Stderr,
+                text: "two".into(),
+            },
+        ];
+        store.append_log(id, lines.clone()).await.unwrap();
+        drop(store);
+
+        let store = SqliteStore::open(&path).unwrap();
+        let loaded = store.get(id).await.unwrap().unwrap();
+        assert_eq!(loaded.status, JobStatus::Running);
+        assert_eq!(loaded.pid, Some(42));
+        assert_eq!(loaded.request, json!({"output": true}));
+        assert_eq!(store.read_log(id, 0, 10).await.unwrap(), lines);
+        assert_eq!(store.read_log(id, 1, 10).await.unwrap(), lines[1..]);
+
+        let interrupted = store
+            .interrupt_unfinished(OffsetDateTime::now_utc())
+            .await
+            .unwrap();
+        assert_eq!(interrupted.len(), 1);
+        assert_eq!(
+            store.get(id).await.unwrap().unwrap().status,
+            JobStatus::Interrupted
+        );
+    }
+
+    #[tokio::test]
+    async fn listing_filters_and_pages_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("jobs.db")).unwrap();
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            let j = job(
+                if i % 2 == 0 { "default" } else { "prod" },
+                JobKind::TerraformInit,
+            );
+            ids.push(j.id);
+            store.insert(j).await.unwrap();
+        }
+        let filter = JobFilter {
+            workspace: Some("default".into()),
+            limit: 2,
+            ..JobFilter::default()
+        };
+        let first = store.list(&filter).await.unwrap();
+        assert_eq!(
+            first.jobs.iter().map(|j| j.id).collect::<Vec<_>>(),
+            [ids[4], ids[2]]
+        );
+        let second = store
+            .list(&JobFilter {
+                before: first.next_cursor,
+                ..filter.clone()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            second.jobs.iter().map(|j| j.id).collect::<Vec<_>>(),
+            [ids[0]]
+        );
+        assert!(second.next_cursor.is_none());
+    }
+}
