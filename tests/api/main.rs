@@ -5,6 +5,7 @@
 mod ansible;
 mod helpers;
 mod injection;
+mod jobs;
 mod real_tools;
 mod runner;
 mod server_process;

@@ -2,6 +2,7 @@
 //! (scripts/tools.sh); these tests fail rather than skip when they are missing.
 
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -145,4 +146,75 @@ fn every_shipped_stack_declares_the_variables_generate_needs() {
             assert!(variables.get(name).is_some(), "{stack} lacks {name}");
         }
     }
+}
+
+/// Cancel during a real apply whose resource is still being created: the job
+/// ends `cancelled`, terraform released its state lock, and the next plan on
+/// the workspace works without `-lock=false` or `force-unlock`.
+#[tokio::test]
+async fn cancelling_a_real_apply_releases_the_state_lock() {
+    let app = spawn_app_with(AppOptions {
+        tools: Tools::RealTerraform,
+        vars: vec![
+            (
+                "TERRAFORM_DIR",
+                repo()
+                    .join("tests/fixtures/slow_stack")
+                    .display()
+                    .to_string(),
+            ),
+            ("CANCEL_GRACE_SECS", "20".into()),
+        ],
+    })
+    .await;
+    assert_eq!(
+        app.post("/terraform/generate", json!({"delay": 300}))
+            .await
+            .status,
+        200
+    );
+    let init = app.post_empty("/terraform/init").await;
+    assert_eq!(
+        init.status, 200,
+        "init with the null provider mirror (TF_CLI_CONFIG_FILE): {:?}",
+        init.body
+    );
+    assert_eq!(app.post_empty("/terraform/plan").await.status, 200);
+    let apply = app.post("/terraform/apply", json!({"async": true})).await;
+    assert_eq!(apply.status, 202, "{:?}", apply.body);
+    let id = apply.body["job_id"].as_str().unwrap().to_string();
+
+    // Wait until the provisioner is running.
+    let mut creating = false;
+    for _ in 0..300 {
+        let log = app.get(&format!("/jobs/{id}/log")).await.body.to_string();
+        if log.contains("creating") && log.contains("Provisioning with 'local-exec'") {
+            creating = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(creating, "the resource is being created");
+    let cancel = app.post_empty(&format!("/jobs/{id}/cancel")).await;
+    assert_eq!(cancel.status, 200);
+    let job = app.wait_for_job(&id).await;
+    assert_eq!(job["status"], "cancelled", "{job}");
+
+    // The state lock is free: a new plan (with a short delay) works.
+    assert_eq!(
+        app.post("/terraform/generate", json!({"delay": 0}))
+            .await
+            .status,
+        200
+    );
+    let plan = app.post("/terraform/plan", json!({"output": true})).await;
+    assert_eq!(plan.status, 200, "{:?}", plan.body);
+    assert!(
+        !plan
+            .body
+            .to_string()
+            .contains("Error acquiring the state lock")
+    );
+    assert_eq!(app.post_empty("/terraform/apply").await.status, 200);
+    assert_eq!(app.post_empty("/terraform/destroy").await.status, 200);
 }

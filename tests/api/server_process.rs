@@ -165,3 +165,173 @@ fn terminate(pid: u32) {
         .arg(pid.to_string())
         .status();
 }
+
+/// The server binary running with a test configuration.
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    pub base: String,
+    pub client: reqwest::Client,
+}
+
+impl ServerProcess {
+    pub async fn start(root: &std::path::Path, extra: &[(&str, &str)]) -> ServerProcess {
+        let port = free_port();
+        let mut vars = test_vars(root, Tools::Fake);
+        for (key, value) in extra {
+            vars.insert(key.to_string(), value.to_string());
+        }
+        let child = Command::new(env!("CARGO_BIN_EXE_pgcluster-api"))
+            .current_dir(root)
+            .envs(vars)
+            .env("API_PORT", port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = ServerProcess {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            client: reqwest::Client::new(),
+        };
+        for _ in 0..100 {
+            if server
+                .client
+                .get(format!("{}/health", server.base))
+                .send()
+                .await
+                .is_ok()
+            {
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("server did not start");
+    }
+
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    pub async fn get(&self, path: &str) -> serde_json::Value {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+fn pid_of(call_dir: &std::path::Path) -> i32 {
+    std::fs::read_to_string(call_dir.join("pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+#[tokio::test]
+async fn a_job_left_running_by_a_killed_server_is_interrupted_after_restart() {
+    let root = tempfile::tempdir().unwrap();
+    let fake_dir = root.path().join("fake");
+    let server = ServerProcess::start(root.path(), &[("CANCEL_GRACE_SECS", "1")]).await;
+    std::fs::write(fake_dir.join("sleep"), "120").unwrap();
+    let (status, started) = server.post("/terraform/plan", json!({"async": true})).await;
+    assert_eq!(status, 202);
+    let id = started["job_id"].as_str().unwrap().to_string();
+    // Wait until the job has printed (and stored) a few lines.
+    let mut logged = 0;
+    for _ in 0..100 {
+        logged = server.get(&format!("/jobs/{id}/log")).await["lines"]
+            .as_array()
+            .unwrap()
+            .len();
+        if logged >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(logged >= 3);
+    let call = fake_dir.join("calls/000");
+    let tool_pid = pid_of(&call);
+
+    let mut server = server;
+    server.child.kill().unwrap(); // SIGKILL: no chance to clean up
+    server.child.wait().unwrap();
+    assert!(
+        alive(tool_pid),
+        "the tool outlives a killed server (own process group)"
+    );
+
+    let restarted = ServerProcess::start(root.path(), &[("CANCEL_GRACE_SECS", "1")]).await;
+    let job = restarted.get(&format!("/jobs/{id}")).await;
+    assert_eq!(job["status"], "interrupted", "{job}");
+    assert!(job["error"].as_str().unwrap().contains("server stopped"));
+    let log = restarted.get(&format!("/jobs/{id}/log")).await;
+    assert!(
+        log["lines"].as_array().unwrap().len() >= logged,
+        "log kept up to the last stored line"
+    );
+    // The orphaned tool was stopped, and the workspace lock is free again.
+    wait_until("the orphaned tool is gone", || !alive(tool_pid)).await;
+    std::fs::remove_file(fake_dir.join("sleep")).unwrap();
+    let (status, body) = restarted.post("/terraform/plan", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let mut restarted = restarted;
+    restarted.child.kill().unwrap();
+    restarted.child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn sigterm_lets_jobs_finish_within_the_grace_period_then_cancels_them() {
+    let root = tempfile::tempdir().unwrap();
+    let fake_dir = root.path().join("fake");
+    let server = ServerProcess::start(
+        root.path(),
+        &[("SHUTDOWN_GRACE_SECS", "1"), ("CANCEL_GRACE_SECS", "1")],
+    )
+    .await;
+    std::fs::write(fake_dir.join("sleep"), "120").unwrap();
+    let (_, started) = server.post("/terraform/plan", json!({"async": true})).await;
+    let id = started["job_id"].as_str().unwrap().to_string();
+    wait_until("the tool started", || {
+        fake_dir.join("calls/000/pid").exists()
+    })
+    .await;
+    let tool_pid = pid_of(&fake_dir.join("calls/000"));
+
+    terminate(server.child.id());
+    let mut server = server;
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "clean exit after SIGTERM: {status:?}");
+    assert!(!alive(tool_pid), "the job's processes were stopped");
+
+    let restarted = ServerProcess::start(root.path(), &[]).await;
+    let job = restarted.get(&format!("/jobs/{id}")).await;
+    assert_eq!(
+        job["status"], "cancelled",
+        "recorded as cancelled, not interrupted: {job}"
+    );
+    let mut restarted = restarted;
+    restarted.child.kill().unwrap();
+    restarted.child.wait().unwrap();
+}

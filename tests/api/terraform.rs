@@ -302,7 +302,10 @@ async fn unknown_routes_and_jobs_answer_json_errors() {
 #[tokio::test]
 async fn the_original_tools_generate_request_works_against_the_aws_stack() {
     let app = spawn_app_with(AppOptions {
-        vars: vec![("TERRAFORM_DIR", repo().join("terraform/aws").display().to_string())],
+        vars: vec![(
+            "TERRAFORM_DIR",
+            repo().join("terraform/aws").display().to_string(),
+        )],
         ..AppOptions::default()
     })
     .await;
@@ -315,7 +318,8 @@ async fn the_original_tools_generate_request_works_against_the_aws_stack() {
         .await;
     assert_eq!(answer.status, 200, "{:?}", answer.body);
     assert!(answer.body["default_variables"]["region"].is_string());
-    let tfvars = std::fs::read_to_string(app.workspace().join("terraform/terraform.tfvars")).unwrap();
+    let tfvars =
+        std::fs::read_to_string(app.workspace().join("terraform/terraform.tfvars")).unwrap();
     assert!(tfvars.contains("replica_count = 2\n"), "{tfvars}");
     assert!(app.workspace().join("terraform/compute.tf").is_file());
 }
