@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::auth::Tokens;
 use crate::runner::Secret;
 
 /// Everything the server needs to know about its surroundings.
@@ -61,6 +62,13 @@ pub struct Config {
     /// On SIGTERM, how long running jobs may go on before they are cancelled
     /// (`SHUTDOWN_GRACE_SECS`).
     pub shutdown_grace: Duration,
+    /// Bearer tokens (hashes) and their scopes; empty turns authentication
+    /// off (`API_TOKENS`).
+    pub api_tokens: Tokens,
+    /// Serve without tokens on a non-loopback address (`ALLOW_UNAUTHENTICATED`).
+    pub allow_unauthenticated: bool,
+    /// `/metrics` needs a `read` token (`METRICS_REQUIRE_TOKEN`).
+    pub metrics_require_token: bool,
 }
 
 /// Format of the `"output"` text of `/terraform/output`.
@@ -95,6 +103,7 @@ impl fmt::Debug for Config {
             .field("ansible_dir", &self.ansible_dir)
             .field("data_dir", &self.data_dir)
             .field("vault_password_set", &self.ansible_vault_password.is_some())
+            .field("api_tokens", &self.api_tokens)
             .finish_non_exhaustive()
     }
 }
@@ -185,7 +194,25 @@ impl Config {
                 "60",
                 "a number of seconds",
             )),
+            api_tokens: Tokens::parse(&r.string("API_TOKENS", "")).unwrap_or_else(|problems| {
+                r.problems.extend(problems);
+                Tokens::default()
+            }),
+            allow_unauthenticated: r.boolean("ALLOW_UNAUTHENTICATED", false),
+            metrics_require_token: r.boolean("METRICS_REQUIRE_TOKEN", false),
         };
+        // An open API on a reachable address must be a decision, not a default.
+        if config.api_tokens.is_empty()
+            && !r.problems.iter().any(|p| p.starts_with("API_TOKENS"))
+            && !config.host.is_loopback()
+            && !config.allow_unauthenticated
+        {
+            r.problems.push(format!(
+                "HOST_ADDRESS: {} is not a loopback address and API_TOKENS is empty; \
+                 add a token (pgcluster-api token create) or set ALLOW_UNAUTHENTICATED=true",
+                config.host
+            ));
+        }
         if r.problems.is_empty() {
             Ok(config)
         } else {
@@ -311,5 +338,39 @@ mod tests {
     fn an_empty_vault_password_counts_as_unset() {
         let config = Config::from_vars(vars(&[("ANSIBLE_VAULT_PASSWORD", "")])).unwrap();
         assert!(config.ansible_vault_password.is_none());
+    }
+
+    #[test]
+    fn a_non_loopback_address_without_tokens_needs_allow_unauthenticated() {
+        let err = Config::from_vars(vars(&[("HOST_ADDRESS", "0.0.0.0")])).unwrap_err();
+        assert!(err.to_string().contains("ALLOW_UNAUTHENTICATED"), "{err}");
+        for extra in [
+            ("ALLOW_UNAUTHENTICATED", "true".to_string()),
+            ("API_TOKENS", format!("ci:read:sha256:{}", "a".repeat(64))),
+        ] {
+            let config =
+                Config::from_vars(vars(&[("HOST_ADDRESS", "0.0.0.0"), (extra.0, &extra.1)]));
+            assert!(config.is_ok(), "{extra:?}: {config:?}");
+        }
+        assert!(Config::from_vars(vars(&[("HOST_ADDRESS", "::1")])).is_ok());
+    }
+
+    #[test]
+    fn a_bad_token_entry_stops_start_up_naming_api_tokens() {
+        let err = Config::from_vars(vars(&[("API_TOKENS", "ci:read:sha256:00")])).unwrap_err();
+        assert!(
+            err.to_string().contains("API_TOKENS: entry 1 (ci)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn debug_output_shows_token_names_but_no_hashes() {
+        let hash = "ab".repeat(32);
+        let config =
+            Config::from_vars(vars(&[("API_TOKENS", &format!("ci:apply:sha256:{hash}"))])).unwrap();
+        let text = format!("{config:?}");
+        assert!(text.contains("ci:apply"), "{text}");
+        assert!(!text.contains("abab"), "{text}");
     }
 }

@@ -42,6 +42,16 @@ pub enum ApiError {
     /// 409: the request needs something done first (e.g. apply without a saved plan).
     #[error("{0}")]
     Conflict(String),
+    /// 401: no bearer token, or one that is not configured. Answered with
+    /// `WWW-Authenticate: Bearer`.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: the token is valid but its scope is below the route's.
+    #[error("{message}")]
+    Forbidden {
+        message: String,
+        required: crate::auth::Scope,
+    },
     /// 404: no such thing.
     #[error("{0}")]
     NotFound(String),
@@ -97,6 +107,8 @@ impl ApiError {
             | ApiError::Variables { .. }
             | ApiError::ToolFailed { .. } => StatusCode::BAD_REQUEST,
             ApiError::Busy { .. } | ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -120,7 +132,7 @@ impl std::fmt::Debug for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let mut retry_after = None;
+        let mut extra_header = None;
         let body = match self {
             ApiError::Validation { message, fields } if fields.is_empty() => {
                 json!({ "error": message })
@@ -161,11 +173,18 @@ impl IntoResponse for ApiError {
                 status,
             } => json!({ "error": error, "details": details, "job_id": job_id, "status": status }),
             ApiError::Busy { workspace, job_id } => {
-                retry_after = Some(HeaderValue::from_static("5"));
+                extra_header = Some((header::RETRY_AFTER, HeaderValue::from_static("5")));
                 json!({
                     "error": format!("workspace '{workspace}' is busy with job {job_id}; retry when it has finished"),
                     "job_id": job_id,
                 })
+            }
+            ApiError::Unauthorized(message) => {
+                extra_header = Some((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+                json!({ "error": message })
+            }
+            ApiError::Forbidden { message, required } => {
+                json!({ "error": message, "required_scope": required.as_str() })
             }
             ApiError::Internal(ref err) => {
                 tracing::error!(error = ?err, "internal error");
@@ -174,8 +193,8 @@ impl IntoResponse for ApiError {
             other => json!({ "error": other.to_string() }),
         };
         let mut response = (status, Json(body)).into_response();
-        if let Some(value) = retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
+        if let Some((name, value)) = extra_header {
+            response.headers_mut().insert(name, value);
         }
         response
     }

@@ -1,6 +1,8 @@
 //! pgcluster-api: an HTTP API that provisions and configures a replicated
 //! PostgreSQL cluster by driving `terraform` and `ansible-playbook`.
 
+pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod error;

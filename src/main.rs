@@ -1,11 +1,23 @@
 use std::process::ExitCode;
 
+use pgcluster_api::cli::{self, Command};
 use pgcluster_api::config::Config;
 use pgcluster_api::startup::Application;
 use pgcluster_api::telemetry;
 
+fn main() -> ExitCode {
+    match cli::parse(std::env::args_os().skip(1)) {
+        Ok(Command::Serve) => serve(),
+        Ok(command) => cli::run(command),
+        Err(err) => {
+            eprintln!("pgcluster-api: {err}\n\n{}", cli::USAGE);
+            ExitCode::from(2)
+        }
+    }
+}
+
 #[tokio::main]
-async fn main() -> ExitCode {
+async fn serve() -> ExitCode {
     let config = match Config::load() {
         Ok(config) => config,
         Err(err) => {

@@ -299,3 +299,29 @@ pub fn alive(pid: i32) -> bool {
         Err(_) => false,
     }
 }
+
+/// Requests with `Authorization: Bearer <token>`.
+impl TestApp {
+    pub async fn get_as(&self, token: &str, path: &str) -> Answer {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.address))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request sent");
+        answer(response).await
+    }
+
+    pub async fn post_as(&self, token: &str, path: &str, body: Value) -> Answer {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.address))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request sent");
+        answer(response).await
+    }
+}
