@@ -34,6 +34,18 @@ check_dir() {
 ns_exists() { [ -e "/run/netns/$1" ]; }
 link_exists() { ip link show dev "$1" >/dev/null 2>&1; }
 
+# Deleting a namespace removes its veth peers asynchronously: tolerate a link
+# that vanishes under us, but make sure it is gone in the end.
+delete_link() {
+  local i
+  for i in $(seq 1 50); do
+    link_exists "$1" || return 0
+    ip link delete dev "$1" 2>/dev/null || true
+    sleep 0.05
+  done
+  die "could not delete link $1"
+}
+
 # Stop every process of a namespace (sshd and its sessions, PostgreSQL started
 # later by Ansible): postmasters get a fast shutdown, the others SIGTERM, and
 # whatever is left after a grace period SIGKILL.
@@ -87,14 +99,18 @@ sshd_up() {
   check_dir "$LAB_DIR"
   mkdir -p "$dir" /run/sshd
   chmod 0755 "$LAB_DIR" "$dir"
-  # One host key per host, kept until the host is destroyed.
-  [ -s "$dir/ssh_host_ed25519_key" ] ||
-    ssh-keygen -q -t ed25519 -N '' -C "$host.$LAB_ENV_NAME" -f "$dir/ssh_host_ed25519_key"
+  # One host key per host name, kept for the life of the lab (not removed with
+  # the host): a replica removed and added again answers with the same key, as
+  # the clients' known_hosts expect.
+  local key="$LAB_DIR/hostkeys/$host"
+  mkdir -p "$LAB_DIR/hostkeys"
+  chmod 0700 "$LAB_DIR/hostkeys"
+  [ -s "$key" ] || ssh-keygen -q -t ed25519 -N '' -C "$host.$LAB_ENV_NAME" -f "$key"
   touch "$LAB_KEYS_FILE"
   cat >"$dir/sshd_config" <<EOF
 # sshd of lab host $host (namespace $ns)
 ListenAddress $address:22
-HostKey $dir/ssh_host_ed25519_key
+HostKey $key
 PidFile $dir/sshd.pid
 AuthorizedKeysFile $LAB_KEYS_FILE
 PermitRootLogin prohibit-password
@@ -196,7 +212,7 @@ lab_down() {
     delete_namespace "$ns"
   done
   for link in "$LAB_PUBLIC_LINK" "$LAB_BASTION_LINK" "$LAB_BRIDGE"; do
-    if link_exists "$link"; then ip link delete dev "$link"; fi
+    delete_link "$link"
   done
   while ip -4 route show type unreachable "$LAB_PRIVATE_CIDR" | grep -q .; do
     ip route delete unreachable "$LAB_PRIVATE_CIDR"
@@ -227,7 +243,7 @@ host_down() {
   check_dir "$LAB_DIR"
   [ -n "$LAB_HOST" ] || die "no host name"
   delete_namespace "$LAB_NAMESPACE"
-  if link_exists "$LAB_LINK"; then ip link delete dev "$LAB_LINK"; fi
+  delete_link "$LAB_LINK"
   # The host's sshd files and PostgreSQL data, socket and logs.
   rm -rf -- "${LAB_DIR:?}/${LAB_HOST:?}"
   say "host $LAB_HOST removed"
@@ -254,7 +270,7 @@ purge() {
     delete_namespace "$ns"
   done
   for link in $(ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//' | grep -E "^pgc${idx}(br|pub|bas|pri|r[0-9]+)$" || true); do
-    ip link delete dev "$link" 2>/dev/null || true
+    delete_link "$link"
   done
   base="${cidr%%/*}"
   base="${base%.*.*}"
