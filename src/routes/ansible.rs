@@ -8,7 +8,7 @@ use axum::routing::post;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{DEFAULT_WORKSPACE, RunAnswer, details};
+use super::{DEFAULT_WORKSPACE, PreferAsync, RunAnswer, details};
 use crate::domain::{HostAddress, KeyPath, PgSettingName, PgSettingValue, PostgresqlVersion};
 use crate::error::{ApiError, OptionalJson};
 use crate::startup::AppState;
@@ -237,8 +237,10 @@ struct RunRequest {
 /// Runs `site.yml` against the configured inventory.
 async fn run(
     State(state): State<AppState>,
-    OptionalJson(request): OptionalJson<RunRequest>,
+    PreferAsync(prefer_async): PreferAsync,
+    OptionalJson(mut request): OptionalJson<RunRequest>,
 ) -> Result<Response, ApiError> {
+    request.run_async |= prefer_async;
     let version = match &request.postgresql_version {
         None => PostgresqlVersion::DEFAULT,
         Some(raw) => {

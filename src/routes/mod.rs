@@ -18,6 +18,28 @@ use crate::runner::{JobHandle, JobSpec, RunOutput, SubmitError};
 use crate::startup::AppState;
 use crate::workspace::{Holder, LockGuard, Workspace};
 
+/// `Prefer: respond-async` (RFC 7240) asks for the asynchronous answer, like
+/// `"async": true` in the body.
+pub struct PreferAsync(pub bool);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PreferAsync {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let prefers = parts
+            .headers
+            .get_all("prefer")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|p| p.trim().eq_ignore_ascii_case("respond-async"));
+        Ok(PreferAsync(prefers))
+    }
+}
+
 /// The workspace the original routes act on.
 pub const DEFAULT_WORKSPACE: &str = "default";
 

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Map, Value, json};
 
-use super::{DEFAULT_WORKSPACE, RunAnswer};
+use super::{DEFAULT_WORKSPACE, PreferAsync, RunAnswer};
 use crate::domain::RunOptions;
 use crate::domain::tfvars::{StackVariables, conform};
 use crate::error::{ApiError, OptionalJson};
@@ -102,44 +102,51 @@ async fn generate(
 
 async fn init(
     state: State<AppState>,
+    prefer: PreferAsync,
     options: OptionalJson<RunOptions>,
 ) -> Result<Response, ApiError> {
-    run(state, options, Command::Init).await
+    run(state, prefer, options, Command::Init).await
 }
 
 async fn plan(
     state: State<AppState>,
+    prefer: PreferAsync,
     options: OptionalJson<RunOptions>,
 ) -> Result<Response, ApiError> {
-    run(state, options, Command::Plan).await
+    run(state, prefer, options, Command::Plan).await
 }
 
 async fn apply(
     state: State<AppState>,
+    prefer: PreferAsync,
     options: OptionalJson<RunOptions>,
 ) -> Result<Response, ApiError> {
-    run(state, options, Command::Apply).await
+    run(state, prefer, options, Command::Apply).await
 }
 
 async fn destroy(
     state: State<AppState>,
+    prefer: PreferAsync,
     options: OptionalJson<RunOptions>,
 ) -> Result<Response, ApiError> {
-    run(state, options, Command::Destroy).await
+    run(state, prefer, options, Command::Destroy).await
 }
 
 async fn output(
     state: State<AppState>,
+    prefer: PreferAsync,
     options: OptionalJson<RunOptions>,
 ) -> Result<Response, ApiError> {
-    run(state, options, Command::Output).await
+    run(state, prefer, options, Command::Output).await
 }
 
 async fn run(
     State(state): State<AppState>,
-    OptionalJson(options): OptionalJson<RunOptions>,
+    PreferAsync(prefer_async): PreferAsync,
+    OptionalJson(mut options): OptionalJson<RunOptions>,
     command: Command,
 ) -> Result<Response, ApiError> {
+    options.run_async |= prefer_async;
     let workspace = state.workspace(DEFAULT_WORKSPACE);
     workspace.ensure().map_err(ApiError::internal)?;
     let request = json!({ "output": options.output, "async": options.run_async });

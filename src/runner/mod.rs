@@ -154,7 +154,7 @@ pub enum JobEvent {
 }
 
 /// Live lines buffered per follower before it must catch up from the store.
-const EVENT_BUFFER: usize = 4096;
+const EVENT_BUFFER: usize = 1024;
 
 /// Lines of stdout kept for `"output": true`, and tail lengths for details.
 const STDOUT_CAP_BYTES: usize = 8 * 1024 * 1024;

@@ -96,7 +96,7 @@ pub async fn supervise(
         }
     }
 
-    let (tx, mut rx) = mpsc::channel::<(Stream, String)>(1024);
+    let (tx, mut rx) = mpsc::channel::<(Stream, String)>(256);
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
     let readers = [

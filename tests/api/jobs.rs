@@ -316,3 +316,23 @@ async fn jobs_are_listed_newest_first_with_filters_and_cursors() {
         json!([])
     );
 }
+
+#[tokio::test]
+async fn prefer_respond_async_answers_202_like_the_async_option() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .post(format!("{}/terraform/init", app.address))
+        .header("Prefer", "respond-async, wait=10")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let location = response.headers()["location"].to_str().unwrap().to_string();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        location,
+        format!("/jobs/{}", body["job_id"].as_str().unwrap())
+    );
+    assert_eq!(body["job"]["kind"], "terraform.init");
+}
