@@ -8,7 +8,7 @@ use axum::routing::post;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{DEFAULT_WORKSPACE, PreferAsync, RunAnswer, details};
+use super::{DEFAULT_WORKSPACE, PreferAsync, RunAnswer, StartedBy, details};
 use crate::domain::{HostAddress, KeyPath, PgSettingName, PgSettingValue, PostgresqlVersion};
 use crate::error::{ApiError, OptionalJson};
 use crate::startup::AppState;
@@ -30,6 +30,7 @@ const KEY_FIELDS: [&str; 2] = ["bastion_key_path", "db_key_path"];
 /// the cluster terraform built.
 async fn configure(
     State(state): State<AppState>,
+    StartedBy(started_by): StartedBy,
     OptionalJson(body): OptionalJson<Option<Map<String, Value>>>,
 ) -> Result<Response, ApiError> {
     let Some(body) = body else {
@@ -81,6 +82,8 @@ async fn configure(
         None,
         json!({ "for": "ansible/configure" }),
     );
+    let mut out_spec = out_spec;
+    out_spec.started_by = started_by;
     let output = state.submit(out_spec).await?.wait().await;
     if output.status != JobStatus::Succeeded {
         return Err(ApiError::ToolFailed {
@@ -237,6 +240,7 @@ struct RunRequest {
 /// Runs `site.yml` against the configured inventory.
 async fn run(
     State(state): State<AppState>,
+    StartedBy(started_by): StartedBy,
     PreferAsync(prefer_async): PreferAsync,
     OptionalJson(mut request): OptionalJson<RunRequest>,
 ) -> Result<Response, ApiError> {
@@ -275,6 +279,8 @@ async fn run(
             "postgresql_version": version.get(),
         }),
     );
+    let mut spec = spec;
+    spec.started_by = started_by;
     let handle = state.submit(spec).await?;
     RunAnswer {
         success_message: "Ansible playbook executed successfully".into(),

@@ -40,6 +40,26 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PreferAsync {
     }
 }
 
+/// The name of whoever made the request (from authentication), recorded on
+/// the jobs it starts.
+pub struct StartedBy(pub Option<String>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for StartedBy {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(StartedBy(
+            parts
+                .extensions
+                .get::<crate::auth::Principal>()
+                .map(|p| p.name.clone()),
+        ))
+    }
+}
+
 /// The workspace the original routes act on.
 pub const DEFAULT_WORKSPACE: &str = "default";
 

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Map, Value, json};
 
-use super::{DEFAULT_WORKSPACE, PreferAsync, RunAnswer};
+use super::{DEFAULT_WORKSPACE, PreferAsync, RunAnswer, StartedBy};
 use crate::domain::RunOptions;
 use crate::domain::tfvars::{StackVariables, conform};
 use crate::error::{ApiError, OptionalJson};
@@ -102,46 +102,52 @@ async fn generate(
 
 async fn init(
     state: State<AppState>,
+    by: StartedBy,
     prefer: PreferAsync,
     options: OptionalJson<RunOptions>,
 ) -> Result<Response, ApiError> {
-    run(state, prefer, options, Command::Init).await
+    run(state, by, prefer, options, Command::Init).await
 }
 
 async fn plan(
     state: State<AppState>,
+    by: StartedBy,
     prefer: PreferAsync,
     options: OptionalJson<RunOptions>,
 ) -> Result<Response, ApiError> {
-    run(state, prefer, options, Command::Plan).await
+    run(state, by, prefer, options, Command::Plan).await
 }
 
 async fn apply(
     state: State<AppState>,
+    by: StartedBy,
     prefer: PreferAsync,
     options: OptionalJson<RunOptions>,
 ) -> Result<Response, ApiError> {
-    run(state, prefer, options, Command::Apply).await
+    run(state, by, prefer, options, Command::Apply).await
 }
 
 async fn destroy(
     state: State<AppState>,
+    by: StartedBy,
     prefer: PreferAsync,
     options: OptionalJson<RunOptions>,
 ) -> Result<Response, ApiError> {
-    run(state, prefer, options, Command::Destroy).await
+    run(state, by, prefer, options, Command::Destroy).await
 }
 
 async fn output(
     state: State<AppState>,
+    by: StartedBy,
     prefer: PreferAsync,
     options: OptionalJson<RunOptions>,
 ) -> Result<Response, ApiError> {
-    run(state, prefer, options, Command::Output).await
+    run(state, by, prefer, options, Command::Output).await
 }
 
 async fn run(
     State(state): State<AppState>,
+    StartedBy(started_by): StartedBy,
     PreferAsync(prefer_async): PreferAsync,
     OptionalJson(mut options): OptionalJson<RunOptions>,
     command: Command,
@@ -223,6 +229,8 @@ async fn run(
             spec
         }
     };
+    let mut spec = spec;
+    spec.started_by = started_by;
     let handle = state.submit(spec).await?;
     let name = command.name();
     let answer = if command == Command::Output {

@@ -336,3 +336,23 @@ async fn prefer_respond_async_answers_202_like_the_async_option() {
     );
     assert_eq!(body["job"]["kind"], "terraform.init");
 }
+
+#[tokio::test]
+async fn a_job_records_who_started_it() {
+    use pgcluster_api::auth::{Scope, TokenEntry};
+    let token = "pgc_ci-token-for-the-started-by-test";
+    let app = spawn_app_with(AppOptions {
+        vars: vec![(
+            "API_TOKENS",
+            TokenEntry::for_token("ci", Scope::Apply, token).config_entry(),
+        )],
+        ..AppOptions::default()
+    })
+    .await;
+    let answer = app.post_as(token, "/terraform/init", json!({})).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    let id = answer.body["job_id"].as_str().unwrap();
+    let job = app.get_as(token, &format!("/jobs/{id}")).await.body;
+    assert_eq!(job["started_by"], "ci");
+    assert!(!job.to_string().contains(token));
+}
