@@ -31,6 +31,13 @@ check_dir() {
   esac
 }
 
+# True when this lab directory is managed from the caller's Terraform
+# directory (or has no owner yet): never tear down another lab's pieces.
+owned() {
+  local owner_file="$LAB_DIR/.owner"
+  [ ! -s "$owner_file" ] || [ "$(cat "$owner_file")" = "$LAB_OWNER" ]
+}
+
 ns_exists() { [ -e "/run/netns/$1" ]; }
 link_exists() { ip link show dev "$1" >/dev/null 2>&1; }
 
@@ -152,8 +159,8 @@ lab_up() {
   need_root
   check_dir "$LAB_DIR"
   local owner_file="$LAB_DIR/.owner" alias="pgcluster-lab:$LAB_ENV"
-  mkdir -p "$LAB_DIR"
-  chmod 0755 "$LAB_DIR"
+  # Checks first: a create that fails leaves the resource tainted, and
+  # Terraform does not run destroy provisioners of tainted resources.
   if [ -s "$owner_file" ] && [ "$(cat "$owner_file")" != "$LAB_OWNER" ]; then
     die "a lab named '$LAB_ENV' already exists, managed from $(cat "$owner_file"); choose another environment (and network_index) or destroy that lab first"
   fi
@@ -166,6 +173,8 @@ lab_up() {
   if ip -4 route show "$LAB_PUBLIC_CIDR" | grep -q . && ! link_exists "$LAB_PUBLIC_LINK"; then
     die "subnet $LAB_PUBLIC_CIDR is already routed on this machine; choose another network_index or lab_cidr"
   fi
+  mkdir -p "$LAB_DIR"
+  chmod 0755 "$LAB_DIR"
   printf '%s\n' "$LAB_OWNER" >"$owner_file"
 
   # Private bridge, without an address in the root namespace, and the private
@@ -204,6 +213,10 @@ lab_up() {
 lab_down() {
   need_root
   check_dir "$LAB_DIR"
+  if ! owned; then
+    say "warning: lab '$LAB_ENV' is managed from $(cat "$LAB_DIR/.owner"), not from $LAB_OWNER: leaving it alone"
+    return 0
+  fi
   local ns
   # The bastion, then any host namespace of this lab left behind (lost state).
   delete_namespace "$LAB_NAMESPACE"
@@ -224,6 +237,7 @@ lab_down() {
 host_up() {
   need_root
   check_dir "$LAB_DIR"
+  owned || die "lab '$LAB_ENV' is managed from $(cat "$LAB_DIR/.owner"), not from $LAB_OWNER"
   local ns="$LAB_NAMESPACE"
   link_exists "$LAB_BRIDGE" || die "bridge $LAB_BRIDGE of lab '$LAB_ENV' is missing"
   ns_exists "$ns" || ip netns add "$ns"
@@ -242,6 +256,10 @@ host_down() {
   need_root
   check_dir "$LAB_DIR"
   [ -n "$LAB_HOST" ] || die "no host name"
+  if ! owned; then
+    say "warning: lab '$LAB_ENV' is managed from $(cat "$LAB_DIR/.owner"), not from $LAB_OWNER: leaving host $LAB_HOST alone"
+    return 0
+  fi
   delete_namespace "$LAB_NAMESPACE"
   delete_link "$LAB_LINK"
   # The host's sshd files and PostgreSQL data, socket and logs.

@@ -146,6 +146,7 @@ resource "null_resource" "db_host" {
     lab_dir      = null_resource.lab.triggers.lab_dir
     bridge       = null_resource.lab.triggers.bridge
     private_cidr = null_resource.lab.triggers.private_cidr
+    owner        = null_resource.lab.triggers.owner
     host         = each.key
     namespace    = "pgc-${var.environment}-${each.key}"
     link         = each.value.link
@@ -158,6 +159,7 @@ resource "null_resource" "db_host" {
     environment = {
       LAB_ENV          = self.triggers.environment
       LAB_DIR          = self.triggers.lab_dir
+      LAB_OWNER        = self.triggers.owner
       LAB_BRIDGE       = self.triggers.bridge
       LAB_PRIVATE_CIDR = self.triggers.private_cidr
       LAB_HOST         = self.triggers.host
@@ -175,6 +177,7 @@ resource "null_resource" "db_host" {
     environment = {
       LAB_ENV       = self.triggers.environment
       LAB_DIR       = self.triggers.lab_dir
+      LAB_OWNER     = self.triggers.owner
       LAB_HOST      = self.triggers.host
       LAB_NAMESPACE = self.triggers.namespace
       LAB_LINK      = self.triggers.link
