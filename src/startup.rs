@@ -28,6 +28,8 @@ pub struct AppState {
     pub runner: Runner,
     /// The templates of `TEMPLATE_DIR`.
     pub renderer: Arc<Renderer>,
+    /// Modification time of the vault file whose values the runner masks.
+    pub vault_learned: Arc<std::sync::Mutex<Option<std::time::SystemTime>>>,
 }
 
 /// Environment variables that hold secrets: never passed to a child.
@@ -71,6 +73,7 @@ impl AppState {
             config: Arc::new(config),
             runner,
             renderer: Arc::new(renderer),
+            vault_learned: Arc::default(),
         })
     }
 }

@@ -10,10 +10,11 @@ use serde_json::{Map, Value, json};
 
 use super::{DEFAULT_WORKSPACE, PreferAsync, RunAnswer, StartedBy, details};
 use crate::domain::{HostAddress, KeyPath, PgSettingName, PgSettingValue, PostgresqlVersion};
-use crate::error::{ApiError, OptionalJson};
+use crate::error::{ApiError, ApiJson, OptionalJson};
+use crate::runner::Secret;
 use crate::startup::AppState;
 use crate::store::JobStatus;
-use crate::tools::ansible::playbook_job;
+use crate::tools::ansible::{playbook_job, vault_encrypt_job, vault_secrets};
 use crate::tools::terraform::{self, Command, Outputs};
 use crate::workspace::write_atomic;
 
@@ -21,6 +22,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/ansible/configure", post(configure))
         .route("/ansible/run", post(run))
+        .route("/ansible/vault", post(set_vault))
 }
 
 /// Request keys of `configure` that are not PostgreSQL settings.
@@ -271,7 +273,7 @@ async fn run(
     let spec = playbook_job(
         &state.config,
         &workspace,
-        password,
+        password.clone(),
         version,
         json!({
             "output": request.output,
@@ -281,6 +283,7 @@ async fn run(
     );
     let mut spec = spec;
     spec.started_by = started_by;
+    learn_vault_secrets(&state, &password).await;
     let handle = state.submit(spec).await?;
     RunAnswer {
         success_message: "Ansible playbook executed successfully".into(),
@@ -290,4 +293,110 @@ async fn run(
     }
     .respond(&state, handle, request.run_async)
     .await
+}
+
+/// Teaches the runner the vault's values (the replication password), so a
+/// task that prints one has it masked. Re-read only when the file changed.
+async fn learn_vault_secrets(state: &AppState, password: &Secret) {
+    let modified = std::fs::metadata(&state.config.ansible_vault_file)
+        .and_then(|m| m.modified())
+        .ok();
+    if modified.is_none() || *state.vault_learned.lock().unwrap() == modified {
+        return;
+    }
+    match vault_secrets(&state.config, password).await {
+        Ok(secrets) => {
+            state.runner.add_secrets(secrets);
+            *state.vault_learned.lock().unwrap() = modified;
+        }
+        // The playbook will report the same problem with the vault.
+        Err(err) => {
+            tracing::warn!(error = %state.runner.redact(&err), "could not read the vault's values to mask them")
+        }
+    }
+}
+
+/// The body of `/ansible/vault`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VaultRequest {
+    replication_password: String,
+}
+
+/// Sets the replication password: (re)writes the vault file encrypted with
+/// `ANSIBLE_VAULT_PASSWORD`; both reach ansible-vault through pipes.
+async fn set_vault(
+    State(state): State<AppState>,
+    StartedBy(started_by): StartedBy,
+    ApiJson(request): ApiJson<VaultRequest>,
+) -> Result<Response, ApiError> {
+    let password = request.replication_password;
+    let problem = if password.chars().count() < 12 {
+        Some("must be at least 12 characters long")
+    } else if password.len() > 1024 {
+        Some("must be at most 1024 bytes long")
+    } else if password.chars().any(char::is_control) {
+        Some("must not contain control characters")
+    } else {
+        None
+    };
+    if let Some(reason) = problem {
+        return Err(ApiError::field("replication_password", reason));
+    }
+    let Some(vault_password) = state.config.ansible_vault_password.clone() else {
+        return Err(ApiError::bad_request(
+            "ANSIBLE_VAULT_PASSWORD is not set in the server's environment",
+        ));
+    };
+    let secret = Secret::new(password.as_str());
+    // A JSON string is a valid YAML double-quoted scalar.
+    let plaintext = Secret::new(format!(
+        "replication_password: {}\n",
+        serde_json::to_string(&password).map_err(ApiError::internal)?
+    ));
+    let vault_file = state.config.ansible_vault_file.clone();
+    let dir = vault_file
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| ".".into());
+    std::fs::create_dir_all(&dir).map_err(ApiError::internal)?;
+    let tmp = dir.join(format!(".vault-{}.tmp", uuid::Uuid::new_v4()));
+    let workspace = state.workspace(DEFAULT_WORKSPACE);
+    let mut spec = vault_encrypt_job(
+        &state.config,
+        &workspace,
+        vault_password,
+        plaintext,
+        &tmp,
+        vec![secret.clone()],
+    );
+    spec.started_by = started_by;
+    let (target, written) = (vault_file.clone(), tmp.clone());
+    spec.on_success = Some(Box::new(move |_| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&written, std::fs::Permissions::from_mode(0o600))
+            .and_then(|_| std::fs::rename(&written, &target))
+            .map_err(|e| format!("could not install the vault file: {e}"))?;
+        Ok(None)
+    }));
+    spec.on_finish = Some(Box::new(move |_| {
+        let _ = std::fs::remove_file(&tmp);
+    }));
+    let handle = state.submit(spec).await?;
+    let output = handle.wait().await;
+    if output.status != JobStatus::Succeeded {
+        return Err(ApiError::ToolFailed {
+            error: "ansible-vault failed".into(),
+            details: details(&output),
+            job_id: output.job_id,
+            status: output.status.as_str().into(),
+        });
+    }
+    state.runner.add_secrets([secret]);
+    Ok(axum::Json(json!({
+        "message": "Vault updated: replication_password set",
+        "job_id": output.job_id,
+        "vault_file": vault_file,
+    }))
+    .into_response())
 }

@@ -10,6 +10,7 @@ mod lines;
 mod process;
 mod secret;
 
+pub use process::capture_secret_output;
 pub use secret::{MASK, Redactor, Secret};
 
 use std::collections::{HashMap, VecDeque};
@@ -62,6 +63,10 @@ pub struct JobSpec {
     pub env: Vec<(OsString, OsString)>,
     /// A secret handed to the child through a pipe readable as this fd.
     pub secret_input: Option<(i32, Secret)>,
+    /// Written to the child's standard input, which is then closed.
+    pub stdin_input: Option<Secret>,
+    /// Secrets of this job only, masked in its output like the server's.
+    pub extra_secrets: Vec<Secret>,
     pub log: ToolLog,
     /// Exit codes that mean success (terraform plan's `-detailed-exitcode` uses 2).
     pub success_codes: Vec<i32>,
@@ -136,7 +141,8 @@ struct RunnerInner {
     store: Arc<dyn JobStore>,
     locks: WorkspaceLocks,
     config: RunnerConfig,
-    redactor: Redactor,
+    /// Every secret the server knows; grows when it learns the vault's.
+    redactor: std::sync::RwLock<Redactor>,
     /// The jobs running in this process.
     running: Mutex<HashMap<JobId, RunningJob>>,
 }
@@ -174,7 +180,7 @@ impl Runner {
                 store,
                 locks,
                 config,
-                redactor,
+                redactor: std::sync::RwLock::new(redactor),
                 running: Mutex::new(HashMap::new()),
             }),
         }
@@ -186,6 +192,26 @@ impl Runner {
 
     pub fn locks(&self) -> &WorkspaceLocks {
         &self.inner.locks
+    }
+
+    pub fn config(&self) -> &RunnerConfig {
+        &self.inner.config
+    }
+
+    /// Masks these values in the output of every job started from now on.
+    pub fn add_secrets(&self, secrets: impl IntoIterator<Item = Secret>) {
+        let mut redactor = self.inner.redactor.write().unwrap();
+        *redactor = redactor.with(secrets);
+    }
+
+    /// Masks every known secret in a text.
+    pub fn redact(&self, text: &str) -> String {
+        self.inner
+            .redactor
+            .read()
+            .unwrap()
+            .redact(text)
+            .into_owned()
     }
 
     /// Records the job, takes the workspace lock if it mutates, and starts it.
@@ -302,11 +328,17 @@ impl Runner {
         events: broadcast::Sender<JobEvent>,
     ) -> RunOutput {
         let store = &self.inner.store;
+        let redactor = self
+            .inner
+            .redactor
+            .read()
+            .unwrap()
+            .with(spec.extra_secrets.clone());
         let mut sink = Sink::new(
             id,
             spec.log,
             self.inner.config.max_log_bytes,
-            self.inner.redactor.clone(),
+            redactor,
             events,
         );
         tracing::info!(job_id = %id, kind = spec.kind.as_str(), workspace = %spec.workspace, "job started");

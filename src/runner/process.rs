@@ -47,7 +47,11 @@ pub async fn supervise(
     command
         .args(&spec.args)
         .current_dir(&spec.cwd)
-        .stdin(Stdio::null())
+        .stdin(if spec.stdin_input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
@@ -94,6 +98,16 @@ pub async fn supervise(
         if let Err(e) = written {
             sink.system(&format!("could not hand the secret to the child: {e}"));
         }
+    }
+
+    if let (Some(mut stdin), Some(input)) = (child.stdin.take(), &spec.stdin_input) {
+        use tokio::io::AsyncWriteExt;
+        let input = input.clone();
+        // Written from its own task: a child that reads slowly must not stall us.
+        tokio::spawn(async move {
+            let _ = stdin.write_all(input.expose().as_bytes()).await;
+            // Dropping stdin closes it: the child sees end of file.
+        });
     }
 
     let (tx, mut rx) = mpsc::channel::<(Stream, String)>(256);
@@ -206,6 +220,61 @@ pub async fn supervise(
         exit_code: status.code(),
         stopped,
     })
+}
+
+/// Runs a short command whose standard output is a secret (decrypting the
+/// vault): nothing is logged or stored, stdout is returned to the caller.
+/// The secret input, if any, is piped as in `supervise`.
+pub async fn capture_secret_output(
+    program: &std::path::Path,
+    args: &[std::ffi::OsString],
+    secret_env: &[String],
+    secret_input: Option<(i32, &super::Secret)>,
+    timeout: Duration,
+) -> Result<String, String> {
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    for key in secret_env {
+        command.env_remove(key);
+    }
+    let mut writer = None;
+    if let Some((fd, _)) = secret_input {
+        let (reader, w) = std::io::pipe().map_err(|e| format!("could not create a pipe: {e}"))?;
+        command
+            .fd_mappings(vec![FdMapping {
+                parent_fd: reader.into(),
+                child_fd: fd,
+            }])
+            .map_err(|e| format!("could not map the secret pipe: {e}"))?;
+        writer = Some(w);
+    }
+    let child = command
+        .spawn()
+        .map_err(|e| format!("could not start {}: {e}", program.display()))?;
+    drop(command);
+    if let (Some(mut w), Some((_, secret))) = (writer, secret_input) {
+        let _ = w
+            .write_all(secret.expose().as_bytes())
+            .and_then(|_| w.write_all(b"\n"));
+    }
+    let output = tokio::time::timeout(timeout, child.wait_with_output())
+        .await
+        .map_err(|_| format!("{} timed out", program.display()))?
+        .map_err(|e| format!("could not wait for {}: {e}", program.display()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{} failed: {}",
+            program.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    String::from_utf8(output.stdout).map_err(|_| "the output is not UTF-8".to_string())
 }
 
 /// The start time of a process (clock ticks after boot, field 22 of

@@ -50,6 +50,11 @@ impl Redactor {
         Redactor { secrets }
     }
 
+    /// This redactor with more secrets.
+    pub fn with(&self, more: impl IntoIterator<Item = Secret>) -> Redactor {
+        Redactor::new(self.secrets.iter().cloned().chain(more))
+    }
+
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
         let mut out = Cow::Borrowed(text);
         for secret in &self.secrets {

@@ -59,16 +59,19 @@ pub enum JobKind {
     TerraformOutput,
     #[serde(rename = "ansible.run")]
     AnsibleRun,
+    #[serde(rename = "ansible.vault")]
+    AnsibleVault,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 6] = [
+    pub const ALL: [JobKind; 7] = [
         JobKind::TerraformInit,
         JobKind::TerraformPlan,
         JobKind::TerraformApply,
         JobKind::TerraformDestroy,
         JobKind::TerraformOutput,
         JobKind::AnsibleRun,
+        JobKind::AnsibleVault,
     ];
 
     pub fn parse(text: &str) -> Option<JobKind> {
@@ -89,6 +92,7 @@ impl JobKind {
             JobKind::TerraformDestroy => "terraform.destroy",
             JobKind::TerraformOutput => "terraform.output",
             JobKind::AnsibleRun => "ansible.run",
+            JobKind::AnsibleVault => "ansible.vault",
         }
     }
 }

@@ -59,6 +59,8 @@ pub fn playbook_job(
             ("PYTHONUNBUFFERED".into(), "1".into()),
         ],
         secret_input: Some((VAULT_FD, vault_password)),
+        stdin_input: None,
+        extra_secrets: Vec::new(),
         log: ToolLog::Ansible,
         success_codes: vec![0],
         on_success: None,
@@ -68,4 +70,106 @@ pub fn playbook_job(
 
 fn absolute(path: &std::path::Path) -> std::path::PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// `ansible-vault`, next to the configured `ansible-playbook` (or on PATH).
+pub fn vault_binary(config: &Config) -> std::path::PathBuf {
+    let playbook = &config.ansible_playbook_binary;
+    match playbook.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join("ansible-vault"),
+        _ => "ansible-vault".into(),
+    }
+}
+
+/// Encrypts `plaintext` (piped on stdin) into `output` with the vault
+/// password (piped as fd 3). Nothing secret touches argv or a file.
+pub fn vault_encrypt_job(
+    config: &Config,
+    workspace: &Workspace,
+    vault_password: Secret,
+    plaintext: Secret,
+    output: &std::path::Path,
+    secrets: Vec<Secret>,
+) -> JobSpec {
+    JobSpec {
+        kind: JobKind::AnsibleVault,
+        workspace: workspace.name().to_string(),
+        request: json!({ "vault_file": config.ansible_vault_file }),
+        started_by: None,
+        program: vault_binary(config),
+        args: vec![
+            "encrypt".into(),
+            "--vault-password-file".into(),
+            format!("/dev/fd/{VAULT_FD}").into(),
+            "--output".into(),
+            output.into(),
+            "-".into(),
+        ],
+        cwd: absolute(&config.ansible_dir),
+        env: vec![("ANSIBLE_NOCOLOR".into(), "1".into())],
+        secret_input: Some((VAULT_FD, vault_password)),
+        stdin_input: Some(plaintext),
+        extra_secrets: secrets,
+        log: ToolLog::Ansible,
+        success_codes: vec![0],
+        on_success: None,
+        on_finish: None,
+    }
+}
+
+/// The secret values of the vault file (every top-level `key: value`), read
+/// with `ansible-vault view`, so they can be masked in job output.
+pub async fn vault_secrets(
+    config: &Config,
+    vault_password: &Secret,
+) -> Result<Vec<Secret>, String> {
+    let args: Vec<OsString> = vec![
+        "view".into(),
+        "--vault-password-file".into(),
+        format!("/dev/fd/{VAULT_FD}").into(),
+        absolute(&config.ansible_vault_file).into(),
+    ];
+    let secret_env: Vec<String> = crate::startup::SECRET_ENV
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let plaintext = crate::runner::capture_secret_output(
+        &vault_binary(config),
+        &args,
+        &secret_env,
+        Some((VAULT_FD, vault_password)),
+        std::time::Duration::from_secs(60),
+    )
+    .await?;
+    Ok(plaintext
+        .lines()
+        .filter(|line| !line.starts_with([' ', '\t', '#', '-']))
+        .filter_map(|line| line.split_once(':'))
+        .map(|(_, value)| unquote(value.trim()))
+        .filter(|value| !value.is_empty())
+        .map(Secret::new)
+        .collect())
+}
+
+/// A YAML scalar without its quotes (double-quoted ones unescaped as JSON).
+fn unquote(value: &str) -> String {
+    if value.starts_with('"') {
+        return serde_json::from_str(value).unwrap_or_else(|_| value.trim_matches('"').to_string());
+    }
+    if let Some(inner) = value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
+        return inner.replace("''", "'");
+    }
+    value.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_scalars_are_unquoted() {
+        assert_eq!(unquote(r#""a\"b""#), "a\"b");
+        assert_eq!(unquote("'it''s'"), "it's");
+        assert_eq!(unquote("plain"), "plain");
+    }
 }

@@ -94,6 +94,8 @@ pub fn job(
             ("CHECKPOINT_DISABLE".into(), "1".into()),
         ],
         secret_input: None,
+        stdin_input: None,
+        extra_secrets: Vec::new(),
         log: ToolLog::Terraform,
         success_codes,
         on_success: None,

@@ -11,3 +11,4 @@ mod real_tools;
 mod runner;
 mod server_process;
 mod terraform;
+mod vault;
