@@ -141,7 +141,10 @@ EOF
     return 0
   fi
   /usr/sbin/sshd -t -f "$dir/sshd_config" || die "invalid sshd configuration for $host"
-  ip netns exec "$ns" /usr/sbin/sshd -f "$dir/sshd_config" -E "$dir/sshd.log" </dev/null >/dev/null 2>&1 ||
+  # A clean environment: nothing of the caller's (the API's secrets) stays in
+  # a long-lived daemon.
+  env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
+    ip netns exec "$ns" /usr/sbin/sshd -f "$dir/sshd_config" -E "$dir/sshd.log" </dev/null >/dev/null 2>&1 ||
     die "sshd of $host did not start (see $dir/sshd.log)"
   for i in $(seq 1 100); do
     if ip netns exec "$ns" ss -Hltn "src $address and sport = :22" 2>/dev/null | grep -q .; then
