@@ -205,7 +205,8 @@ pub mod anyhow_like {
     pub type Error = Box<dyn std::error::Error + Send + Sync + 'static>;
 }
 
-/// `Json<T>` whose rejections answer in the API's error shape.
+/// `Json<T>` whose rejections answer in the API's error shape. The body must
+/// be a JSON object: serde would otherwise read a struct from an array.
 pub struct ApiJson<T>(pub T);
 
 impl<S, T> FromRequest<S> for ApiJson<T>
@@ -216,10 +217,25 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        let value = match Json::<Value>::from_request(req, state).await {
+            Ok(Json(value)) => value,
+            Err(rejection) => return Err(json_rejection(rejection)),
+        };
+        if !value.is_object() {
+            return Err(ApiError::bad_request(
+                "the request body must be a JSON object",
+            ));
         }
+        serde_path_to_error::deserialize(value)
+            .map(ApiJson)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                if path == "." {
+                    ApiError::bad_request(format!("invalid request body: {}", e.inner()))
+                } else {
+                    ApiError::field(path, e.inner().to_string())
+                }
+            })
     }
 }
 
@@ -246,6 +262,53 @@ where
         }
         let ApiJson(value) = ApiJson::<T>::from_request(req, state).await?;
         Ok(OptionalJson(value))
+    }
+}
+
+/// `Query<T>` whose rejections answer in the API's error shape.
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| ApiQuery(q.0))
+            .map_err(|e| {
+                let reason = std::error::Error::source(&e)
+                    .map(ToString::to_string)
+                    .unwrap_or_else(|| e.body_text());
+                ApiError::bad_request(format!("invalid query string: {reason}"))
+            })
+    }
+}
+
+/// `Path<T>` whose rejections answer in the API's error shape.
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for ApiPath<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| ApiPath(p.0))
+            .map_err(|e| ApiError::bad_request(format!("invalid path: {}", e.body_text())))
     }
 }
 

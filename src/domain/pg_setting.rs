@@ -43,10 +43,15 @@ impl PgSettingValue {
             Value::Bool(b) => if *b { "on" } else { "off" }.to_string(),
             _ => return Err("must be a string, a number or a boolean".into()),
         };
-        if let Some(c) = text
-            .chars()
-            .find(|c| c.is_control() || matches!(c, '\u{feff}' | '\u{2028}' | '\u{2029}'))
-        {
+        // Control characters, and what YAML readers refuse or treat as line breaks.
+        if let Some(c) = text.chars().find(|c| {
+            c.is_control()
+                || matches!(
+                    c,
+                    '\u{feff}' | '\u{2028}' | '\u{2029}' | '\u{fffe}' | '\u{ffff}'
+                )
+                || ('\u{fdd0}'..='\u{fdef}').contains(c)
+        }) {
             return Err(format!("control character {c:?} is not allowed"));
         }
         for sequence in ["{{", "}}", "{%", "%}", "{#", "#}"] {
@@ -96,6 +101,13 @@ mod tests {
     fn a_jinja_sequence_in_a_value_is_rejected() {
         assert!(PgSettingValue::parse(&json!("{{ lookup('pipe', 'id') }}")).is_err());
         assert!(PgSettingValue::parse(&json!("{% raw %}")).is_err());
+    }
+
+    #[test]
+    fn characters_yaml_refuses_are_rejected() {
+        for bad in ["a\u{fffe}", "a\u{2028}b", "\u{85}"] {
+            assert!(PgSettingValue::parse(&json!(bad)).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

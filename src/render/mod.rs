@@ -96,6 +96,9 @@ mod tests {
                 json!({"settings": {"max_connections": "77"}, "stack_vars": {}}),
             )
             .unwrap();
-        assert!(text.contains(r#"max_connections: !unsafe "77""#), "{text}");
+        assert!(
+            text.contains(r#""max_connections": !unsafe "77""#),
+            "{text}"
+        );
     }
 }

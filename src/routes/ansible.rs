@@ -28,6 +28,9 @@ pub fn router() -> Router<AppState> {
 /// Request keys of `configure` that are not PostgreSQL settings.
 const KEY_FIELDS: [&str; 2] = ["bastion_key_path", "db_key_path"];
 
+/// Options of the run endpoints: sent to configure by habit, never settings.
+const RUN_OPTIONS: [&str; 2] = ["output", "async"];
+
 /// Writes `hosts.ini`, `ssh_config`, `ansible.cfg` and `postgresql.yml` for
 /// the cluster terraform built.
 async fn configure(
@@ -58,6 +61,13 @@ async fn configure(
         .iter()
         .filter(|(k, _)| !KEY_FIELDS.contains(&k.as_str()))
     {
+        if RUN_OPTIONS.contains(&name.as_str()) {
+            problems.insert(
+                name.clone(),
+                json!("is a run option, not a PostgreSQL setting: configure takes key paths and settings"),
+            );
+            continue;
+        }
         match (PgSettingName::parse(name), PgSettingValue::parse(value)) {
             (Ok(n), Ok(v)) => {
                 settings.insert(n.as_str().to_string(), json!(v.as_str()));
@@ -95,8 +105,9 @@ async fn configure(
             status: output.status.as_str().into(),
         });
     }
-    let outputs = Outputs::parse(&output.stdout).map_err(ApiError::Conflict)?;
-    let cluster = Cluster::from_outputs(&outputs).map_err(ApiError::Conflict)?;
+    // 400, as the original tool answered: the flow's previous steps are missing.
+    let outputs = Outputs::parse(&output.stdout).map_err(ApiError::bad_request)?;
+    let cluster = Cluster::from_outputs(&outputs).map_err(ApiError::bad_request)?;
 
     let dir = workspace.ansible_dir();
     let context = json!({
@@ -236,7 +247,13 @@ struct RunRequest {
     output: bool,
     #[serde(default, rename = "async")]
     run_async: bool,
+    /// `Some(null)` when sent as null: that is an error, not the default.
+    #[serde(default, deserialize_with = "present")]
     postgresql_version: Option<Value>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 /// Runs `site.yml` against the configured inventory.
@@ -260,12 +277,12 @@ async fn run(
     };
     let workspace = state.workspace(DEFAULT_WORKSPACE);
     if !workspace.ansible_dir().join("hosts.ini").is_file() {
-        return Err(ApiError::Conflict(
-            "there is no inventory yet: call /ansible/configure first".into(),
+        return Err(ApiError::bad_request(
+            "there is no inventory yet: call /ansible/configure first",
         ));
     }
     if !state.config.ansible_vault_file.is_file() {
-        return Err(ApiError::Conflict(format!(
+        return Err(ApiError::bad_request(format!(
             "the vault file {} does not exist: create it with `ansible-vault create` (it holds replication_password)",
             state.config.ansible_vault_file.display()
         )));

@@ -3,7 +3,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::{get, post};
@@ -14,7 +14,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiPath, ApiQuery};
 use crate::runner::JobEvent;
 use crate::startup::AppState;
 use crate::store::{Job, JobFilter, JobId, JobKind, JobStatus, LogLine};
@@ -41,7 +41,7 @@ struct ListQuery {
 /// Newest first, filtered, a page at a time: pass `next_cursor` back as `cursor`.
 async fn list_jobs(
     State(state): State<AppState>,
-    Query(query): Query<ListQuery>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let kind = match &query.kind {
         None => None,
@@ -78,7 +78,7 @@ async fn list_jobs(
 
 async fn get_job(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Job>, ApiError> {
     Ok(Json(find(&state, &id).await?))
 }
@@ -93,8 +93,8 @@ struct LogQuery {
 /// Lines numbered above `after` (default 0), at most `limit` (default 1000).
 async fn get_job_log(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    Query(query): Query<LogQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<LogQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let job = find(&state, &id).await?;
     let after = query.after.unwrap_or(0);
@@ -125,8 +125,8 @@ struct EventsQuery {
 /// last `end` event carrying the job record. Works for finished jobs too.
 async fn stream_job_events(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    Query(query): Query<EventsQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<EventsQuery>,
     headers: HeaderMap,
 ) -> Result<Sse<impl tokio_stream::Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let job = find(&state, &id).await?;
@@ -218,7 +218,7 @@ fn line_event(line: &LogLine) -> Event {
 
 async fn cancel_job(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let job = find(&state, &id).await?;
     if job.status.is_finished() || !state.runner.cancel(job.id) {

@@ -64,11 +64,11 @@ async fn configure_writes_inventory_ssh_config_ansible_cfg_and_settings() {
     );
     let vars = std::fs::read_to_string(dir.join("postgresql.yml")).unwrap();
     assert!(
-        vars.contains("  max_connections: !unsafe \"50\"\n"),
+        vars.contains("  \"max_connections\": !unsafe \"50\"\n"),
         "{vars}"
     );
     assert!(
-        vars.contains("  max_wal_senders: !unsafe \"15\"\n"),
+        vars.contains("  \"max_wal_senders\": !unsafe \"15\"\n"),
         "{vars}"
     );
     assert!(
@@ -108,10 +108,10 @@ async fn configure_works_with_no_replicas() {
 }
 
 #[tokio::test]
-async fn configure_before_apply_is_a_conflict_naming_the_missing_output() {
+async fn configure_before_apply_is_a_400_naming_the_missing_output() {
     let app = spawn_app().await;
     let answer = app.post("/ansible/configure", configure_body(&app)).await;
-    assert_eq!(answer.status, 409, "{:?}", answer.body);
+    assert_eq!(answer.status, 400, "{:?}", answer.body);
     assert!(
         answer.body["error"]
             .as_str()
@@ -130,7 +130,7 @@ async fn configure_rejects_an_output_address_carrying_inventory_syntax() {
             "primary_db_addr": {"value": "10.0.1.10"}, "replica_db_addresses": {"value": []}}"#,
     );
     let answer = app.post("/ansible/configure", configure_body(&app)).await;
-    assert_eq!(answer.status, 409);
+    assert_eq!(answer.status, 400);
     assert!(!app.workspace().join("ansible/hosts.ini").exists());
 }
 
@@ -276,10 +276,10 @@ async fn run_without_a_vault_password_is_a_400_and_runs_nothing() {
 }
 
 #[tokio::test]
-async fn run_before_configure_is_a_conflict() {
+async fn run_before_configure_is_a_400_saying_what_to_call() {
     let app = spawn_app().await;
     let answer = app.post_empty("/ansible/run").await;
-    assert_eq!(answer.status, 409);
+    assert_eq!(answer.status, 400);
     assert!(
         answer.body["error"]
             .as_str()

@@ -134,3 +134,79 @@ async fn malformed_json_answers_in_the_error_shape() {
         .await;
     assert_eq!(huge.status, 413);
 }
+
+#[tokio::test]
+async fn a_json_array_is_never_read_as_run_options() {
+    let app = spawn_app().await;
+    app.generate().await;
+    for path in [
+        "/terraform/init",
+        "/terraform/plan",
+        "/terraform/destroy",
+        "/ansible/run",
+    ] {
+        for body in [json!([]), json!([true]), json!([false, false, 16])] {
+            let answer = app.post(path, body.clone()).await;
+            assert_eq!(answer.status, 400, "{path} {body}: {:?}", answer.body);
+            assert!(
+                answer.body["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("JSON object")
+            );
+        }
+    }
+    assert!(app.calls().is_empty(), "no tool ran");
+}
+
+#[tokio::test]
+async fn a_kernel_file_is_refused_as_a_key_path() {
+    let app = configured_app().await;
+    let good = key_file(&app, "good.pem");
+    for kernel in ["/proc/self/environ", "/proc/1/environ", "/dev/null"] {
+        let body = json!({"bastion_key_path": good, "db_key_path": kernel});
+        assert_refused_unchanged(&app, "/ansible/configure", body, "db_key_path").await;
+    }
+}
+
+#[tokio::test]
+async fn run_options_and_yaml_words_are_handled_as_settings_should_be() {
+    let app = configured_app().await;
+    let keys = json!({"bastion_key_path": key_file(&app, "b.pem"), "db_key_path": key_file(&app, "d.pem")});
+    let mut with_output = keys.clone();
+    with_output["output"] = json!(true);
+    assert_refused_unchanged(&app, "/ansible/configure", with_output, "output").await;
+    let mut odd = keys.clone();
+    odd["work_mem"] = json!("4MB\u{fffe}");
+    assert_refused_unchanged(&app, "/ansible/configure", odd, "work_mem").await;
+    // A YAML word as a name is quoted, so it stays a string key.
+    let mut yes = keys.clone();
+    yes["yes"] = json!("1");
+    let answer = app.post("/ansible/configure", yes).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    let vars = std::fs::read_to_string(app.workspace().join("ansible/postgresql.yml")).unwrap();
+    assert!(vars.contains("  \"yes\": !unsafe \"1\"\n"), "{vars}");
+}
+
+#[tokio::test]
+async fn a_null_postgresql_version_is_refused() {
+    let app = configured_app().await;
+    let body = json!({"postgresql_version": null});
+    assert_refused_unchanged(&app, "/ansible/run", body, "postgresql_version").await;
+}
+
+#[tokio::test]
+async fn query_and_path_errors_answer_json() {
+    let app = spawn_app().await;
+    for path in [
+        "/jobs?limit=abc",
+        "/jobs?limit=-1",
+        "/jobs?bogus=1",
+        "/jobs/%FF",
+        "/jobs/00000000-0000-4000-8000-000000000000/log?after=x",
+    ] {
+        let answer = app.get(path).await;
+        assert_eq!(answer.status, 400, "{path}: {:?}", answer.body);
+        assert!(answer.body["error"].is_string(), "{path}");
+    }
+}

@@ -77,7 +77,7 @@ async fn tool_output_is_logged_per_tool_with_job_ids_and_secrets_stay_out() {
     let init_job = init["job_id"].as_str().unwrap().to_string();
     let key = |name: &str| {
         let path = root.path().join(name);
-        std::fs::write(&path, "key").unwrap();
+        std::fs::write(&path, "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n").unwrap();
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
             .unwrap();
         path
