@@ -12,5 +12,6 @@ fi
 # Exports TERRAFORM_BINARY, ANSIBLE_PLAYBOOK_BINARY and TF_CLI_CONFIG_FILE
 # unless .env or the environment already name the binaries.
 . scripts/tools.sh
-cargo build --release --locked --quiet
+echo "serve: building the server (the first build takes a few minutes)" >&2
+cargo build --release --locked
 exec target/release/pgcluster-api

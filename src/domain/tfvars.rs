@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use hcl::eval::{Context, Evaluate};
+use hcl::eval::{Context, Evaluate, FuncArgs, FuncDef, ParamType};
 use hcl::{Body, Expression, ObjectKey};
 use serde_json::{Map, Number, Value};
 
@@ -29,12 +29,104 @@ pub struct VariableSpec {
     /// The default as JSON; `None` when the variable is required.
     pub default: Option<Value>,
     pub description: Option<String>,
+    /// The `validation` blocks: condition and error message.
+    pub validations: Vec<(Expression, String)>,
 }
 
 impl VariableSpec {
     pub fn is_required(&self) -> bool {
         self.default.is_none()
     }
+
+    /// Runs the variable's `validation` blocks that can be evaluated here
+    /// (literals, operators and a few pure functions). A condition that needs
+    /// more (`can`, `regex`, `file`, other variables) is left to Terraform,
+    /// which checks every condition at plan time.
+    pub fn validate(&self, value: &Value) -> Result<(), String> {
+        if self.validations.is_empty() || value.is_null() {
+            return Ok(());
+        }
+        let Ok(hcl_value) = serde_json::from_value::<hcl::Value>(value.clone()) else {
+            return Ok(());
+        };
+        let mut var = hcl::Map::new();
+        var.insert(self.name.clone(), hcl_value);
+        let mut ctx = Context::new();
+        ctx.declare_var("var", hcl::Value::Object(var));
+        declare_functions(&mut ctx);
+        for (condition, message) in &self.validations {
+            if let Ok(hcl::Value::Bool(false)) = condition.evaluate(&ctx) {
+                return Err(message.clone());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Pure Terraform functions that validation conditions commonly use.
+fn declare_functions(ctx: &mut Context<'_>) {
+    fn number(args: &FuncArgs, i: usize) -> Result<f64, String> {
+        args[i]
+            .as_number()
+            .and_then(|n| n.as_f64())
+            .ok_or_else(|| "expected a number".to_string())
+    }
+    fn to_value(f: f64) -> Result<hcl::Value, String> {
+        if f.fract() == 0.0 && f.abs() < 9.0e15 {
+            Ok(hcl::Value::from(f as i64))
+        } else {
+            hcl::Number::from_f64(f)
+                .map(hcl::Value::Number)
+                .ok_or_else(|| "not a finite number".to_string())
+        }
+    }
+    let num = |f: fn(FuncArgs) -> Result<hcl::Value, String>| {
+        FuncDef::builder().param(ParamType::Number).build(f)
+    };
+    ctx.declare_func("floor", num(|a| to_value(number(&a, 0)?.floor())));
+    ctx.declare_func("ceil", num(|a| to_value(number(&a, 0)?.ceil())));
+    ctx.declare_func("abs", num(|a| to_value(number(&a, 0)?.abs())));
+    ctx.declare_func(
+        "length",
+        FuncDef::builder()
+            .param(ParamType::Any)
+            .build(|a| match &a[0] {
+                hcl::Value::Array(items) => Ok(hcl::Value::from(items.len() as u64)),
+                hcl::Value::Object(map) => Ok(hcl::Value::from(map.len() as u64)),
+                hcl::Value::String(s) => Ok(hcl::Value::from(s.chars().count() as u64)),
+                _ => Err("length() needs a collection or a string".into()),
+            }),
+    );
+    fn booleans(a: &FuncArgs) -> Result<Vec<bool>, String> {
+        let hcl::Value::Array(items) = &a[0] else {
+            return Err("expected a list".into());
+        };
+        items
+            .iter()
+            .map(|v| v.as_bool().ok_or_else(|| "expected booleans".to_string()))
+            .collect()
+    }
+    ctx.declare_func(
+        "alltrue",
+        FuncDef::builder()
+            .param(ParamType::Any)
+            .build(|a| Ok(hcl::Value::Bool(booleans(&a)?.iter().all(|b| *b)))),
+    );
+    ctx.declare_func(
+        "anytrue",
+        FuncDef::builder()
+            .param(ParamType::Any)
+            .build(|a| Ok(hcl::Value::Bool(booleans(&a)?.iter().any(|b| *b)))),
+    );
+    ctx.declare_func(
+        "contains",
+        FuncDef::builder()
+            .params([ParamType::Any, ParamType::Any])
+            .build(|a| match &a[0] {
+                hcl::Value::Array(items) => Ok(hcl::Value::Bool(items.contains(&a[1]))),
+                _ => Err("contains() needs a list".into()),
+            }),
+    );
 }
 
 /// The variables a stack declares, in declaration order.
@@ -85,7 +177,22 @@ impl StackVariables {
                 ty: TfType::Any,
                 default: None,
                 description: None,
+                validations: Vec::new(),
             };
+            for validation in block
+                .body
+                .blocks()
+                .filter(|b| b.identifier.as_str() == "validation")
+            {
+                let attr = |key: &str| validation.body.attributes().find(|a| a.key.as_str() == key);
+                if let Some(condition) = attr("condition") {
+                    let message = match attr("error_message").map(|a| &a.expr) {
+                        Some(Expression::String(m)) => m.clone(),
+                        _ => format!("the value of {name} is not valid"),
+                    };
+                    spec.validations.push((condition.expr.clone(), message));
+                }
+            }
             for attr in block.body.attributes() {
                 match attr.key.as_str() {
                     "type" => {
@@ -426,6 +533,44 @@ variable "ami_id" {
         );
         // `default = null` makes a variable optional.
         assert_eq!(stack.get("ami_id").unwrap().default, Some(Value::Null));
+    }
+
+    const VALIDATED: &str = r#"
+variable "replica_count" {
+  type = number
+  validation {
+    condition     = var.replica_count >= 0 && var.replica_count <= 8 && floor(var.replica_count) == var.replica_count
+    error_message = "The replica_count value must be a whole number between 0 and 8."
+  }
+}
+variable "cidrs" {
+  type = list(string)
+  validation {
+    condition     = length(var.cidrs) > 0 && alltrue([for c in var.cidrs : can(cidrhost(c, 0))])
+    error_message = "Needs CIDRs."
+  }
+}
+"#;
+
+    #[test]
+    fn a_validation_block_rejects_out_of_range_values_with_its_message() {
+        let stack = StackVariables::parse(VALIDATED).unwrap();
+        let count = stack.get("replica_count").unwrap();
+        for bad in [json!(-1), json!(2.5), json!(9), json!(1e23)] {
+            assert_eq!(
+                count.validate(&bad).unwrap_err(),
+                "The replica_count value must be a whole number between 0 and 8.",
+                "{bad}"
+            );
+        }
+        assert!(count.validate(&json!(3)).is_ok());
+    }
+
+    #[test]
+    fn a_condition_needing_functions_terraform_alone_has_is_left_to_terraform() {
+        let stack = StackVariables::parse(VALIDATED).unwrap();
+        // can() and cidrhost() are not evaluated here: no verdict, no error.
+        assert!(stack.get("cidrs").unwrap().validate(&json!(["x"])).is_ok());
     }
 
     #[test]

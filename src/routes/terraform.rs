@@ -56,7 +56,14 @@ async fn generate(
         let Some(value) = given.get(&spec.name) else {
             continue;
         };
-        match conform(value, &spec.ty) {
+        if spec.is_required() && value.as_str().is_some_and(|v| v.trim().is_empty()) {
+            invalid.insert(
+                spec.name.clone(),
+                json!("is required and must not be empty"),
+            );
+            continue;
+        }
+        match conform(value, &spec.ty).and_then(|v| spec.validate(&v).map(|_| v)) {
             Ok(v) => {
                 values.insert(spec.name.clone(), v);
             }

@@ -89,12 +89,14 @@ impl Workspace {
         let _ = fs::remove_file(self.plans_dir().join("latest"));
     }
 
-    /// Creates the workspace directories.
+    /// Creates the workspace directories; the workspace is private to the
+    /// server's user (state files hold sensitive outputs in clear).
     pub fn ensure(&self) -> io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
         for dir in [self.terraform_dir(), self.plans_dir(), self.ansible_dir()] {
             fs::create_dir_all(dir)?;
         }
-        Ok(())
+        fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700))
     }
 
     /// Mirrors the stack's files into the workspace's terraform directory:
@@ -102,11 +104,26 @@ impl Workspace {
     /// are removed; state, tfvars and `.terraform/` are left alone.
     pub fn sync_stack(&self, stack: &Path) -> io::Result<()> {
         self.ensure()?;
-        mirror(stack, &self.terraform_dir())
+        let target = self.terraform_dir();
+        let manifest_path = target.join(MANIFEST);
+        let previous = fs::read_to_string(&manifest_path).unwrap_or_default();
+        let mut copied = Vec::new();
+        mirror(stack, &target, Path::new(""), &mut copied)?;
+        // Files the stack had last time and has no more (another stack, a
+        // removed file) go too.
+        for old in previous.lines().filter(|l| !l.is_empty()) {
+            if !copied.iter().any(|c| c == old) {
+                let _ = fs::remove_file(target.join(old));
+            }
+        }
+        write_atomic(&manifest_path, (copied.join("\n") + "\n").as_bytes())
     }
 }
 
-fn mirror(from: &Path, to: &Path) -> io::Result<()> {
+/// Lists the files copied from the stack, to remove them when they go.
+const MANIFEST: &str = ".pgcluster-stack-files";
+
+fn mirror(from: &Path, to: &Path, relative: &Path, copied: &mut Vec<String>) -> io::Result<()> {
     fs::create_dir_all(to)?;
     for entry in fs::read_dir(from)? {
         let entry = entry?;
@@ -118,8 +135,9 @@ fn mirror(from: &Path, to: &Path) -> io::Result<()> {
         let kind = entry.file_type()?;
         let target = to.join(&name);
         if kind.is_dir() {
-            mirror(&entry.path(), &target)?;
+            mirror(&entry.path(), &target, &relative.join(&name), copied)?;
         } else if kind.is_file() {
+            copied.push(relative.join(&name).to_string_lossy().into_owned());
             let content = fs::read(entry.path())?;
             if fs::read(&target).ok().as_deref() != Some(content.as_slice()) {
                 let mode = entry.metadata()?.permissions();
@@ -174,10 +192,15 @@ mod tests {
         assert!(!tf.join("terraform.tfstate").exists());
 
         fs::remove_file(stack.path().join("main.tf")).unwrap();
+        fs::remove_file(stack.path().join("scripts/up.sh")).unwrap();
         fs::write(stack.path().join("other.tf"), "# v2").unwrap();
         fs::write(tf.join("terraform.tfvars"), "x = 1").unwrap();
         ws.sync_stack(stack.path()).unwrap();
         assert!(!tf.join("main.tf").exists());
+        assert!(
+            !tf.join("scripts/up.sh").exists(),
+            "a removed stack file goes"
+        );
         assert!(tf.join("other.tf").exists());
         assert!(tf.join("terraform.tfvars").exists());
     }

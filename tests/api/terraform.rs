@@ -323,3 +323,37 @@ async fn the_original_tools_generate_request_works_against_the_aws_stack() {
     assert!(tfvars.contains("replica_count = 2\n"), "{tfvars}");
     assert!(app.workspace().join("terraform/compute.tf").is_file());
 }
+
+#[tokio::test]
+async fn generate_applies_the_stacks_validation_blocks_it_can_evaluate() {
+    let app = spawn_app().await;
+    app.generate().await;
+    let before = snapshot(&app.data_dir);
+    for bad in [json!(-1), json!("-1")] {
+        let answer = app
+            .post(
+                "/terraform/generate",
+                json!({"bastion_key_pair": "k", "db_key_pair": "k", "replica_count": bad}),
+            )
+            .await;
+        assert_eq!(answer.status, 400, "{:?}", answer.body);
+        assert_eq!(
+            answer.body["fields"]["replica_count"],
+            "The replica_count must not be negative."
+        );
+    }
+    let empty = app
+        .post(
+            "/terraform/generate",
+            json!({"bastion_key_pair": " ", "db_key_pair": "k"}),
+        )
+        .await;
+    assert_eq!(empty.status, 400);
+    assert!(
+        empty.body["fields"]["bastion_key_pair"]
+            .as_str()
+            .unwrap()
+            .contains("empty")
+    );
+    assert!(snapshot(&app.data_dir) == before, "nothing rewritten");
+}
