@@ -36,11 +36,11 @@ async fn configure_writes_inventory_ssh_config_ansible_cfg_and_settings() {
     let dir = app.workspace().join("ansible");
     let hosts = std::fs::read_to_string(dir.join("hosts.ini")).unwrap();
     assert!(
-        hosts.contains("bastion ansible_host=203.0.113.10\n"),
+        hosts.contains("bastion1 ansible_host=203.0.113.10\n"),
         "{hosts}"
     );
     assert!(
-        hosts.contains("primary ansible_host=10.0.1.10\n"),
+        hosts.contains("primary1 ansible_host=10.0.1.10\n"),
         "{hosts}"
     );
     assert!(
