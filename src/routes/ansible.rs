@@ -123,6 +123,7 @@ async fn configure(
         "bastion_key_path": bastion_key.as_str(),
         "db_key_path": db_key.as_str(),
         "strict_host_key_checking": "accept-new",
+        "control_path": control_path(),
         "settings": settings,
         "stack_vars": cluster.stack_vars,
     });
@@ -139,7 +140,7 @@ async fn configure(
             .map_err(ApiError::internal)?;
         files.push((dir.join(file), text));
     }
-    for sub in ["cp", "tmp", "home"] {
+    for sub in ["tmp", "home"] {
         std::fs::create_dir_all(dir.join(sub)).map_err(ApiError::internal)?;
     }
     for (path, text) in files {
@@ -159,6 +160,22 @@ async fn configure(
         "settings": settings,
     }))
     .into_response())
+}
+
+/// Where ssh keeps its shared connections. A Unix socket path holds at most
+/// 107 bytes and ssh appends a 17-byte suffix while creating it, so the
+/// workspace directory is too deep: `~/.ssh` (private, created if missing)
+/// is short. Without a home, connections are not shared.
+fn control_path() -> Option<&'static str> {
+    use std::os::unix::fs::PermissionsExt;
+    let home = std::env::var_os("HOME").filter(|h| !h.is_empty())?;
+    let dir = std::path::Path::new(&home).join(".ssh");
+    if !dir.is_dir() {
+        std::fs::create_dir_all(&dir).ok()?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).ok()?;
+    }
+    let short_enough = dir.as_os_str().len() + "/pgc-".len() + 40 + 17 < 108;
+    short_enough.then_some("%d/.ssh/pgc-%C")
 }
 
 /// The hosts and stack variables read from terraform's outputs.

@@ -7,6 +7,7 @@ mod auth;
 mod helpers;
 mod injection;
 mod jobs;
+mod lab;
 mod real_tools;
 mod runner;
 mod server_process;
