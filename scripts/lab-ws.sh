@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Writes the files the API generates for a configure/run (hosts.ini, ssh_config,
+# Writes files like the ones the API generates for a configure/run (hosts.ini, ssh_config,
 # ansible.cfg, postgresql.yml) from a stack's `terraform output -json`, to drive
 # ansible/site.yml by hand against a lab (or any stack with the same outputs).
 #
@@ -21,27 +21,18 @@ ws, ansible_dir, bastion_key, db_key, settings = sys.argv[1:]
 out = {k: v["value"] for k, v in json.load(open(f"{ws}/outputs.json")).items()}
 user = out.get("ssh_user", "ubuntu")
 bastion, primary, replicas = out["bastion_eip_address"], out["primary_db_addr"], out["replica_db_addresses"]
-hosts = ["[bastion]", f"bastion ansible_host={bastion}", "", "[primary]", f"primary ansible_host={primary}", "", "[replicas]"]
-hosts += [f"replica{i + 1} ansible_host={ip}" for i, ip in enumerate(replicas)]
+names = [f"replica{i + 1}" for i in range(len(replicas))]
+hosts = ["[bastion]", f"bastion1 ansible_host={bastion}", "", "[primary]", f"primary1 ansible_host={primary}", "", "[replicas]"]
+hosts += [f"{n} ansible_host={ip}" for n, ip in zip(names, replicas)]
 hosts += ["", "[db:children]", "primary", "replicas", "", "[all:vars]", f"ansible_user={user}", ""]
 open(f"{ws}/hosts.ini", "w").write("\n".join(hosts))
-open(f"{ws}/ssh_config", "w").write(f"""Host bastion {bastion}
-  HostName {bastion}
-  User {user}
-  IdentityFile {bastion_key}
-Host {' '.join([primary] + replicas)}
-  User {user}
-  IdentityFile {db_key}
-  ProxyJump bastion
-Host *
-  IdentitiesOnly yes
-  BatchMode yes
-  UserKnownHostsFile {ws}/known_hosts
-  StrictHostKeyChecking accept-new
-  ControlMaster auto
-  ControlPersist 60s
-  ControlPath {ws}/cp/%C
-""")
+cfg = [f"Host bastion bastion1 {bastion}", f"  HostName {bastion}", f"  User {user}", f"  IdentityFile {bastion_key}", ""]
+for n, ip in [("primary primary1", primary)] + list(zip(names, replicas)):
+    cfg += [f"Host {n} {ip}", f"  HostName {ip}", f"  User {user}", f"  IdentityFile {db_key}", "  ProxyJump bastion"]
+cfg += ["Host *", "  IdentitiesOnly yes", "  BatchMode yes", f"  UserKnownHostsFile {ws}/known_hosts",
+        "  StrictHostKeyChecking accept-new", "  ConnectTimeout 20", "  ControlMaster auto", "  ControlPersist 60s",
+        f"  ControlPath {ws}/cp/%C", ""]
+open(f"{ws}/ssh_config", "w").write("\n".join(cfg))
 open(f"{ws}/ansible.cfg", "w").write(f"""[defaults]
 inventory = {ws}/hosts.ini
 roles_path = {ansible_dir}/roles
@@ -51,6 +42,8 @@ interpreter_python = auto_silent
 local_tmp = {ws}/tmp
 forks = 10
 timeout = 30
+nocolor = True
+
 [ssh_connection]
 ssh_args = -F {ws}/ssh_config
 pipelining = True

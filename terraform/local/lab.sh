@@ -89,6 +89,16 @@ kill_namespace() {
   fi
 }
 
+# A host removed and added again comes back with the same address and a new
+# MAC: drop the old neighbour entries for it in the lab's other namespaces, or
+# they keep sending to the dead MAC (connections time out) for a while.
+flush_neighbours() {
+  local address="$1" ns
+  for ns in $(ip netns list | awk '{print $1}' | grep -E "^pgc-$LAB_ENV-" || true); do
+    ip -n "$ns" neigh flush to "$address" >/dev/null 2>&1 || true
+  done
+}
+
 delete_namespace() {
   local ns="$1"
   kill_namespace "$ns"
@@ -102,10 +112,10 @@ delete_namespace() {
 # Terraform's process group and session.
 sshd_up() {
   local host="$LAB_HOST" ns="$LAB_NAMESPACE" address="$LAB_ADDRESS"
-  local dir="$LAB_DIR/$host" i pid
+  local dir="$LAB_DIR/hosts/$address" i pid
   check_dir "$LAB_DIR"
   mkdir -p "$dir" /run/sshd
-  chmod 0755 "$LAB_DIR" "$dir"
+  chmod 0755 "$LAB_DIR" "$LAB_DIR/hosts" "$dir"
   # One host key per host name, kept for the life of the lab (not removed with
   # the host): a replica removed and added again answers with the same key, as
   # the clients' known_hosts expect.
@@ -252,6 +262,7 @@ host_up() {
   ip link set dev "$LAB_LINK" master "$LAB_BRIDGE" up
   ip -n "$ns" addr replace "$LAB_ADDRESS/$(prefix_len "$LAB_PRIVATE_CIDR")" dev priv0
   ip -n "$ns" link set dev priv0 up
+  flush_neighbours "$LAB_ADDRESS"
   sshd_up
 }
 
@@ -259,14 +270,16 @@ host_down() {
   need_root
   check_dir "$LAB_DIR"
   [ -n "$LAB_HOST" ] || die "no host name"
+  [[ "${LAB_ADDRESS:-}" =~ ^[0-9.]+$ ]] || die "no host address"
   if ! owned; then
     say "warning: lab '$LAB_ENV' is managed from $(cat "$LAB_DIR/.owner"), not from $LAB_OWNER: leaving host $LAB_HOST alone"
     return 0
   fi
   delete_namespace "$LAB_NAMESPACE"
   delete_link "$LAB_LINK"
+  [ -z "${LAB_ADDRESS:-}" ] || flush_neighbours "$LAB_ADDRESS"
   # The host's sshd files and PostgreSQL data, socket and logs.
-  rm -rf -- "${LAB_DIR:?}/${LAB_HOST:?}"
+  rm -rf -- "${LAB_DIR:?}/hosts/${LAB_ADDRESS:?}"
   say "host $LAB_HOST removed"
 }
 

@@ -181,6 +181,7 @@ resource "null_resource" "db_host" {
       LAB_HOST      = self.triggers.host
       LAB_NAMESPACE = self.triggers.namespace
       LAB_LINK      = self.triggers.link
+      LAB_ADDRESS   = self.triggers.address
     }
   }
 }
