@@ -357,3 +357,32 @@ async fn generate_applies_the_stacks_validation_blocks_it_can_evaluate() {
     );
     assert!(snapshot(&app.data_dir) == before, "nothing rewritten");
 }
+
+#[tokio::test]
+async fn ready_names_each_check_and_fails_with_503_naming_the_broken_ones() {
+    let app = spawn_app().await;
+    let ready = app.get("/ready").await;
+    assert_eq!(ready.status, 200, "{:?}", ready.body);
+    assert_eq!(ready.body["checks"]["job_store"]["ok"], true);
+    assert!(
+        ready.body["checks"]["terraform"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("fake terraform")
+    );
+
+    let broken = spawn_app_with(AppOptions {
+        vars: vec![
+            ("TERRAFORM_BINARY", "/nonexistent/terraform".into()),
+            ("ANSIBLE_VAULT_PASSWORD", String::new()),
+        ],
+        ..AppOptions::default()
+    })
+    .await;
+    let ready = broken.get("/ready").await;
+    assert_eq!(ready.status, 503);
+    assert_eq!(
+        ready.body["failing"],
+        json!(["terraform", "vault_password"])
+    );
+}
