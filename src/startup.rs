@@ -51,6 +51,8 @@ impl AppState {
         }
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| format!("DATA_DIR: cannot create {}: {e}", config.data_dir.display()))?;
+        std::fs::create_dir_all(&config.log_dir)
+            .map_err(|e| format!("LOG_DIR: cannot create {}: {e}", config.log_dir.display()))?;
         StackVariables::from_dir(&config.terraform_dir)
             .map_err(|e| format!("TERRAFORM_DIR: {e}"))?;
         let renderer =
