@@ -317,6 +317,7 @@ async fn run(
     );
     let mut spec = spec;
     spec.started_by = started_by;
+    spec.capture_stdout = request.output && !request.run_async;
     learn_vault_secrets(&state, &password).await;
     let handle = state.submit(spec).await?;
     RunAnswer {

@@ -238,6 +238,7 @@ async fn run(
     };
     let mut spec = spec;
     spec.started_by = started_by;
+    spec.capture_stdout |= options.output && !options.run_async;
     let handle = state.submit(spec).await?;
     let name = command.name();
     let answer = if command == Command::Output {

@@ -68,6 +68,9 @@ pub struct JobSpec {
     /// Secrets of this job only, masked in its output like the server's.
     pub extra_secrets: Vec<Secret>,
     pub log: ToolLog,
+    /// Keep standard output (up to a cap) for the caller: for `"output": true`
+    /// or for parsing it. Otherwise only the log store has it.
+    pub capture_stdout: bool,
     /// Exit codes that mean success (terraform plan's `-detailed-exitcode` uses 2).
     pub success_codes: Vec<i32>,
     /// Runs when the child exited with a success code.
@@ -341,6 +344,7 @@ impl Runner {
             redactor,
             events,
         );
+        sink.capture_stdout = spec.capture_stdout;
         tracing::info!(job_id = %id, kind = spec.kind.as_str(), workspace = %spec.workspace, "job started");
 
         let ended = process::supervise(&spec, &self.inner.config, &mut sink, store, cancel).await;
@@ -432,6 +436,7 @@ pub(crate) struct Sink {
     max_log_bytes: usize,
     truncated: bool,
     stdout: String,
+    capture_stdout: bool,
     stdout_tail: VecDeque<String>,
     stderr_tail: VecDeque<String>,
     last_line_at: Instant,
@@ -456,6 +461,7 @@ impl Sink {
             max_log_bytes,
             truncated: false,
             stdout: String::new(),
+            capture_stdout: false,
             stdout_tail: VecDeque::new(),
             stderr_tail: VecDeque::new(),
             last_line_at: Instant::now(),
@@ -486,7 +492,7 @@ impl Sink {
             }
             tail.push_back(text.clone());
         }
-        if stream == Stream::Stdout && self.stdout.len() < STDOUT_CAP_BYTES {
+        if self.capture_stdout && stream == Stream::Stdout && self.stdout.len() < STDOUT_CAP_BYTES {
             self.stdout.push_str(&text);
             self.stdout.push('\n');
             if self.stdout.len() >= STDOUT_CAP_BYTES {

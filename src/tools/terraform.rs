@@ -97,6 +97,8 @@ pub fn job(
         stdin_input: None,
         extra_secrets: Vec::new(),
         log: ToolLog::Terraform,
+        // `output -json` is parsed from it.
+        capture_stdout: command == Command::Output,
         success_codes,
         on_success: None,
         on_finish: None,
