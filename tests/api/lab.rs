@@ -53,10 +53,11 @@ impl Timer {
     }
 }
 
-/// Runs SQL on a lab node as postgres over its own socket, through the
-/// bastion with the ssh config the server wrote.
-fn psql(ssh_config: &str, host: &str, inventory_name: &str, sql: &str) -> (bool, String) {
-    let socket = format!("{LAB_ROOT}/{ENVIRONMENT}/{inventory_name}/run");
+/// Runs SQL on a lab node as postgres over its own socket (the lab keeps
+/// each node's files under `hosts/<address>`), through the bastion with the
+/// ssh config the server wrote.
+fn psql(ssh_config: &str, host: &str, address: &str, sql: &str) -> (bool, String) {
+    let socket = format!("{LAB_ROOT}/{ENVIRONMENT}/hosts/{address}/run");
     let remote = format!(
         "cd / && runuser -u postgres -- psql -X -At -v ON_ERROR_STOP=1 -h {socket} -d postgres -c \"{sql}\""
     );
@@ -172,31 +173,7 @@ async fn build_and_check(app: Arc<TestApp>) -> Vec<(String, f64)> {
             .unwrap();
         assert!(status.success());
     }
-    let key = |name: &str| keys.join(name).display().to_string();
-    let version = installed_postgresql();
     let mut t = Timer(Vec::new());
-
-    t.step(
-        "generate",
-        app.post(
-            "/terraform/generate",
-            json!({
-                "bastion_key_pair": key("bastion.pub"), "db_key_pair": key("db.pub"),
-                "replica_count": "2", "environment": ENVIRONMENT, "network_index": NETWORK_INDEX,
-            }),
-        ),
-    )
-    .await;
-    t.step("init", app.post_empty("/terraform/init")).await;
-    t.step("plan", app.post_empty("/terraform/plan")).await;
-    t.step("apply", app.post_empty("/terraform/apply")).await;
-    let output = t.step("output", app.post_empty("/terraform/output")).await;
-    let replicas = output.body["outputs"]["replica_db_addresses"]
-        .as_array()
-        .unwrap()
-        .len();
-    assert_eq!(replicas, 2);
-
     t.step(
         "vault",
         app.post(
@@ -205,91 +182,14 @@ async fn build_and_check(app: Arc<TestApp>) -> Vec<(String, f64)> {
         ),
     )
     .await;
-    t.step(
-        "configure",
-        app.post(
-            "/ansible/configure",
-            json!({
-                "bastion_key_path": key("bastion"), "db_key_path": key("db"),
-                "max_connections": "77", "work_mem": "8MB",
-            }),
-        ),
-    )
-    .await;
-    let run = t
-        .step(
-            "run",
-            app.post(
-                "/ansible/run",
-                json!({"output": true, "postgresql_version": version}),
-            ),
-        )
-        .await;
-    let first = run.body["output"].as_str().unwrap().to_string();
+
+    // Two replicas, checked independently, then a second run changing nothing.
+    let (primary, replicas, first) = deploy(&app, &mut t, &keys, 2, "").await;
     assert!(!recap_changed(&first).is_empty(), "a PLAY RECAP: {first}");
-
-    // Independent check, with psql through the bastion.
-    let ssh_config = app
-        .workspace()
-        .join("ansible/ssh_config")
-        .display()
-        .to_string();
     let started = Instant::now();
-    let (ok, streaming) = psql(
-        &ssh_config,
-        "primary",
-        "primary1",
-        "select count(*) from pg_stat_replication where state = 'streaming'",
-    );
-    assert!(ok, "{streaming}");
-    assert_eq!(streaming, "2", "two replicas streaming");
-    let token = format!("e2e-{}", std::process::id());
-    let (ok, out) = psql(
-        &ssh_config,
-        "primary",
-        "primary1",
-        &format!(
-            "create table if not exists e2e_check (token text); insert into e2e_check values ('{token}')"
-        ),
-    );
-    assert!(ok, "{out}");
-    for i in 1..=replicas {
-        let name = format!("replica{i}");
-        let mut seen = String::new();
-        for _ in 0..50 {
-            let (_, out) = psql(
-                &ssh_config,
-                &name,
-                &name,
-                &format!("select count(*) from e2e_check where token = '{token}'"),
-            );
-            seen = out;
-            if seen == "1" {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        }
-        assert_eq!(seen, "1", "{name} reads the row written on the primary");
-        let (_, recovery) = psql(&ssh_config, &name, &name, "select pg_is_in_recovery()");
-        assert_eq!(recovery, "t", "{name} is a standby");
-        let (write_ok, _) = psql(
-            &ssh_config,
-            &name,
-            &name,
-            "insert into e2e_check values ('x')",
-        );
-        assert!(!write_ok, "{name} refuses writes");
-    }
-    for (host, name) in [
-        ("primary", "primary1"),
-        ("replica1", "replica1"),
-        ("replica2", "replica2"),
-    ] {
-        let (_, value) = psql(&ssh_config, host, name, "show max_connections");
-        assert_eq!(value, "77", "max_connections on {name}");
-    }
+    check_cluster(&app, &primary, &replicas).await;
     t.0.push(("independent check".into(), started.elapsed().as_secs_f64()));
-
+    let version = installed_postgresql();
     let rerun = t
         .step(
             "run again",
@@ -306,5 +206,161 @@ async fn build_and_check(app: Arc<TestApp>) -> Vec<(String, f64)> {
         changed.iter().all(|(_, c)| *c == 0),
         "second run changed something: {changed:?}\n{second}"
     );
+
+    // Scale down to one replica, then up to three: slots follow, replicas stream.
+    for count in [1, 3] {
+        let (primary, replicas, _) =
+            deploy(&app, &mut t, &keys, count, &format!(" ({count} replicas)")).await;
+        assert_eq!(replicas.len(), count);
+        let started = Instant::now();
+        check_cluster(&app, &primary, &replicas).await;
+        t.0.push((
+            format!("check ({count} replicas)"),
+            started.elapsed().as_secs_f64(),
+        ));
+    }
     t.0
+}
+
+/// generate → plan → apply → output → configure → run, for `count` replicas.
+async fn deploy(
+    app: &TestApp,
+    t: &mut Timer,
+    keys: &std::path::Path,
+    count: usize,
+    label: &str,
+) -> (String, Vec<String>, String) {
+    let key = |name: &str| keys.join(name).display().to_string();
+    t.step(
+        &format!("generate{label}"),
+        app.post(
+            "/terraform/generate",
+            json!({
+                "bastion_key_pair": key("bastion.pub"), "db_key_pair": key("db.pub"),
+                "replica_count": count.to_string(), "environment": ENVIRONMENT,
+                "network_index": NETWORK_INDEX,
+            }),
+        ),
+    )
+    .await;
+    if label.is_empty() {
+        t.step("init", app.post_empty("/terraform/init")).await;
+    }
+    t.step(&format!("plan{label}"), app.post_empty("/terraform/plan"))
+        .await;
+    t.step(&format!("apply{label}"), app.post_empty("/terraform/apply"))
+        .await;
+    let output = t
+        .step(
+            &format!("output{label}"),
+            app.post_empty("/terraform/output"),
+        )
+        .await;
+    let outputs = &output.body["outputs"];
+    let primary = outputs["primary_db_addr"].as_str().unwrap().to_string();
+    let replicas: Vec<String> = outputs["replica_db_addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    t.step(
+        &format!("configure{label}"),
+        app.post(
+            "/ansible/configure",
+            json!({
+                "bastion_key_path": key("bastion"), "db_key_path": key("db"),
+                "max_connections": "77", "work_mem": "8MB",
+            }),
+        ),
+    )
+    .await;
+    let version = installed_postgresql();
+    let run = t
+        .step(
+            &format!("run{label}"),
+            app.post(
+                "/ansible/run",
+                json!({"output": true, "postgresql_version": version}),
+            ),
+        )
+        .await;
+    let output = run.body["output"].as_str().unwrap().to_string();
+    (primary, replicas, output)
+}
+
+/// Independent of the playbook's own check: psql through the bastion.
+async fn check_cluster(app: &TestApp, primary: &str, replicas: &[String]) {
+    let ssh_config = app
+        .workspace()
+        .join("ansible/ssh_config")
+        .display()
+        .to_string();
+    let (ok, streaming) = psql(
+        &ssh_config,
+        "primary",
+        primary,
+        "select count(*) from pg_stat_replication where state = 'streaming'",
+    );
+    assert!(ok, "{streaming}");
+    assert_eq!(streaming, replicas.len().to_string(), "replicas streaming");
+    let (_, slots) = psql(
+        &ssh_config,
+        "primary",
+        primary,
+        "select count(*) from pg_replication_slots",
+    );
+    assert_eq!(
+        slots,
+        replicas.len().to_string(),
+        "one slot per replica, no stale ones"
+    );
+    let token = format!("e2e-{}-{}", std::process::id(), replicas.len());
+    let (ok, out) = psql(
+        &ssh_config,
+        "primary",
+        primary,
+        &format!(
+            "create table if not exists e2e_check (token text); insert into e2e_check values ('{token}')"
+        ),
+    );
+    assert!(ok, "{out}");
+    for (i, address) in replicas.iter().enumerate() {
+        let name = format!("replica{}", i + 1);
+        let mut seen = String::new();
+        for _ in 0..50 {
+            let (_, out) = psql(
+                &ssh_config,
+                &name,
+                address,
+                &format!("select count(*) from e2e_check where token = '{token}'"),
+            );
+            seen = out;
+            if seen == "1" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        assert_eq!(seen, "1", "{name} reads the row written on the primary");
+        let (_, recovery) = psql(&ssh_config, &name, address, "select pg_is_in_recovery()");
+        assert_eq!(recovery, "t", "{name} is a standby");
+        let (write_ok, _) = psql(
+            &ssh_config,
+            &name,
+            address,
+            "insert into e2e_check values ('x')",
+        );
+        assert!(!write_ok, "{name} refuses writes");
+    }
+    let mut nodes = vec![("primary".to_string(), primary.to_string())];
+    nodes.extend(
+        replicas
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (format!("replica{}", i + 1), a.clone())),
+    );
+    for (host, address) in nodes {
+        let (_, value) = psql(&ssh_config, &host, &address, "show max_connections");
+        assert_eq!(value, "77", "max_connections on {host}");
+    }
 }
