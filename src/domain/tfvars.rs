@@ -55,12 +55,78 @@ impl VariableSpec {
         ctx.declare_var("var", hcl::Value::Object(var));
         declare_functions(&mut ctx);
         for (condition, message) in &self.validations {
+            let Some(condition) = resolve_can(condition, &ctx) else {
+                continue;
+            };
             if let Ok(hcl::Value::Bool(false)) = condition.evaluate(&ctx) {
                 return Err(message.clone());
             }
         }
         Ok(())
     }
+}
+
+/// Replaces each `can(X)` by whether X evaluates (hcl evaluates function
+/// arguments first, so `can` cannot be an ordinary function). `None` when X
+/// needs something this evaluator lacks (a function it does not have, a
+/// variable out of scope): the condition is then Terraform's to judge.
+fn resolve_can(expr: &Expression, ctx: &Context<'_>) -> Option<Expression> {
+    use hcl::eval::ErrorKind;
+    use hcl::expr::{BinaryOp, Conditional, FuncCall, Operation, UnaryOp};
+    Some(match expr {
+        Expression::FuncCall(call) if call.name.name.as_str() == "can" && call.args.len() == 1 => {
+            let inner = resolve_can(&call.args[0], ctx)?;
+            match inner.evaluate(ctx) {
+                Ok(_) => Expression::Bool(true),
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        ErrorKind::UndefinedFunc(_) | ErrorKind::UndefinedVar(_)
+                    ) =>
+                {
+                    return None;
+                }
+                Err(_) => Expression::Bool(false),
+            }
+        }
+        Expression::FuncCall(call) => {
+            let mut call: FuncCall = (**call).clone();
+            call.args = call
+                .args
+                .iter()
+                .map(|a| resolve_can(a, ctx))
+                .collect::<Option<_>>()?;
+            Expression::FuncCall(Box::new(call))
+        }
+        Expression::Parenthesis(inner) => {
+            Expression::Parenthesis(Box::new(resolve_can(inner, ctx)?))
+        }
+        Expression::Operation(op) => Expression::Operation(Box::new(match &**op {
+            Operation::Unary(u) => Operation::Unary(UnaryOp {
+                operator: u.operator,
+                expr: resolve_can(&u.expr, ctx)?,
+            }),
+            Operation::Binary(b) => Operation::Binary(BinaryOp {
+                lhs_expr: resolve_can(&b.lhs_expr, ctx)?,
+                operator: b.operator,
+                rhs_expr: resolve_can(&b.rhs_expr, ctx)?,
+            }),
+        })),
+        Expression::Conditional(c) => Expression::Conditional(Box::new(Conditional {
+            cond_expr: resolve_can(&c.cond_expr, ctx)?,
+            true_expr: resolve_can(&c.true_expr, ctx)?,
+            false_expr: resolve_can(&c.false_expr, ctx)?,
+        })),
+        Expression::Array(items) => Expression::Array(
+            items
+                .iter()
+                .map(|i| resolve_can(i, ctx))
+                .collect::<Option<_>>()?,
+        ),
+        // A `can` inside a `for` needs the loop variable: leave it to Terraform.
+        Expression::ForExpr(_) if format!("{expr:?}").contains("\"can\"") => return None,
+        other => other.clone(),
+    })
 }
 
 /// Pure Terraform functions that validation conditions commonly use.
@@ -117,6 +183,28 @@ fn declare_functions(ctx: &mut Context<'_>) {
         FuncDef::builder()
             .param(ParamType::Any)
             .build(|a| Ok(hcl::Value::Bool(booleans(&a)?.iter().any(|b| *b)))),
+    );
+    ctx.declare_func(
+        "regex",
+        FuncDef::builder()
+            .params([ParamType::String, ParamType::String])
+            .build(|a| {
+                let (Some(pattern), Some(text)) = (a[0].as_str(), a[1].as_str()) else {
+                    return Err("regex() takes two strings".into());
+                };
+                let re = regex::Regex::new(pattern).map_err(|e| e.to_string())?;
+                re.find(text)
+                    .map(|m| hcl::Value::from(m.as_str()))
+                    .ok_or_else(|| "no match".to_string())
+            }),
+    );
+    ctx.declare_func(
+        "lower",
+        FuncDef::builder().param(ParamType::String).build(|a| {
+            Ok(hcl::Value::from(
+                a[0].as_str().unwrap_or_default().to_lowercase(),
+            ))
+        }),
     );
     ctx.declare_func(
         "contains",
@@ -564,6 +652,31 @@ variable "cidrs" {
             );
         }
         assert!(count.validate(&json!(3)).is_ok());
+    }
+
+    #[test]
+    fn can_and_regex_conditions_are_evaluated() {
+        let stack = StackVariables::parse(
+            r#"
+variable "environment" {
+  type = string
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{0,19}$", var.environment))
+    error_message = "Lowercase, please."
+  }
+}
+"#,
+        )
+        .unwrap();
+        let env = stack.get("environment").unwrap();
+        assert!(env.validate(&json!("staging")).is_ok());
+        for bad in ["Staging", "; rm -rf /", "a b", "$(id)"] {
+            assert_eq!(
+                env.validate(&json!(bad)).unwrap_err(),
+                "Lowercase, please.",
+                "{bad}"
+            );
+        }
     }
 
     #[test]

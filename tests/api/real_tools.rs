@@ -80,12 +80,12 @@ async fn a_real_terraform_error_is_reported_with_its_message() {
     let generate = app
         .post(
             "/terraform/generate",
-            json!({"bastion_key_pair": "b", "db_key_pair": "d", "environment": "Not-Lowercase"}),
+            json!({"bastion_key_pair": "b", "db_key_pair": "d", "allowed_cidrs": ["not-a-cidr"]}),
         )
         .await;
     assert_eq!(
         generate.status, 200,
-        "regex() is Terraform's to evaluate: the check is left to plan"
+        "cidrhost() is Terraform's to evaluate: the check is left to plan"
     );
     assert_eq!(app.post_empty("/terraform/init").await.status, 200);
     let plan = app.post_empty("/terraform/plan").await;
@@ -93,7 +93,7 @@ async fn a_real_terraform_error_is_reported_with_its_message() {
     assert_eq!(plan.body["error"], "Terraform command 'plan' failed");
     let details = plan.body["details"].as_str().unwrap();
     assert!(
-        details.contains("environment must be lowercase letters"),
+        details.contains("Every allowed_cidrs entry must be a CIDR block"),
         "{details}"
     );
     assert_eq!(app.post_empty("/terraform/apply").await.status, 409);
