@@ -7,7 +7,7 @@ use crate::ansible::{OUTPUTS_TWO_REPLICAS, configured_app};
 use crate::helpers::*;
 
 async fn assert_refused_unchanged(app: &TestApp, path: &str, body: Value, field: &str) {
-    let before = snapshot(&app.data_dir);
+    let before = snapshot(&app.workspace());
     let answer = app.post(path, body.clone()).await;
     assert_eq!(answer.status, 400, "{body} -> {:?}", answer.body);
     let named = answer.body["fields"].get(field).is_some()
@@ -17,7 +17,7 @@ async fn assert_refused_unchanged(app: &TestApp, path: &str, body: Value, field:
             .contains(field);
     assert!(named, "{field} not named in {:?}", answer.body);
     assert!(
-        snapshot(&app.data_dir) == before,
+        snapshot(&app.workspace()) == before,
         "{body} changed files on disk"
     );
 }

@@ -5,6 +5,7 @@
 mod ansible;
 mod auth;
 mod helpers;
+mod hostile;
 mod injection;
 mod jobs;
 mod lab;

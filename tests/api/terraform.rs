@@ -328,7 +328,7 @@ async fn the_original_tools_generate_request_works_against_the_aws_stack() {
 async fn generate_applies_the_stacks_validation_blocks_it_can_evaluate() {
     let app = spawn_app().await;
     app.generate().await;
-    let before = snapshot(&app.data_dir);
+    let before = snapshot(&app.workspace());
     for bad in [json!(-1), json!("-1")] {
         let answer = app
             .post(
@@ -355,7 +355,7 @@ async fn generate_applies_the_stacks_validation_blocks_it_can_evaluate() {
             .unwrap()
             .contains("empty")
     );
-    assert!(snapshot(&app.data_dir) == before, "nothing rewritten");
+    assert!(snapshot(&app.workspace()) == before, "nothing rewritten");
 }
 
 #[tokio::test]
