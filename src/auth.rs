@@ -139,6 +139,8 @@ pub struct Principal {
     /// The token's name in `API_TOKENS`, or `anonymous` when authentication is off.
     pub name: String,
     pub scope: Scope,
+    /// Whether a token proved it (false for the anonymous caller).
+    pub authenticated: bool,
 }
 
 impl Principal {
@@ -147,7 +149,14 @@ impl Principal {
         Principal {
             name: "anonymous".into(),
             scope: Scope::Admin,
+            authenticated: false,
         }
+    }
+
+    /// Sensitive values (terraform outputs marked sensitive) are shown only
+    /// to a caller that proved it holds an admin token.
+    pub fn may_see_secrets(&self) -> bool {
+        self.authenticated && self.scope == Scope::Admin
     }
 }
 
@@ -333,6 +342,7 @@ impl Tokens {
             Principal {
                 name: entry.name.clone(),
                 scope: entry.scope,
+                authenticated: true,
             }
         })
     }
@@ -563,7 +573,8 @@ mod tests {
             tokens.authenticate("pgc_two"),
             Some(Principal {
                 name: "viewer.1".into(),
-                scope: Scope::Read
+                scope: Scope::Read,
+                authenticated: true,
             })
         );
     }

@@ -44,6 +44,25 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PreferAsync {
 /// the jobs it starts.
 pub struct StartedBy(pub Option<String>);
 
+/// Whether the caller may see sensitive values (an authenticated admin).
+pub struct SeesSecrets(pub bool);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for SeesSecrets {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(SeesSecrets(
+            parts
+                .extensions
+                .get::<crate::auth::Principal>()
+                .is_some_and(crate::auth::Principal::may_see_secrets),
+        ))
+    }
+}
+
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for StartedBy {
     type Rejection = std::convert::Infallible;
 

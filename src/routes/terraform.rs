@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Map, Value, json};
 
-use super::{DEFAULT_WORKSPACE, PreferAsync, RunAnswer, StartedBy};
+use super::{DEFAULT_WORKSPACE, PreferAsync, RunAnswer, SeesSecrets, StartedBy};
 use crate::domain::RunOptions;
 use crate::domain::tfvars::{StackVariables, conform};
 use crate::error::{ApiError, OptionalJson};
@@ -146,18 +146,31 @@ async fn destroy(
 async fn output(
     state: State<AppState>,
     by: StartedBy,
+    SeesSecrets(reveal): SeesSecrets,
     prefer: PreferAsync,
     options: OptionalJson<RunOptions>,
 ) -> Result<Response, ApiError> {
-    run(state, by, prefer, options, Command::Output).await
+    run_revealing(state, by, prefer, options, Command::Output, reveal).await
 }
 
 async fn run(
+    state: State<AppState>,
+    by: StartedBy,
+    prefer: PreferAsync,
+    options: OptionalJson<RunOptions>,
+    command: Command,
+) -> Result<Response, ApiError> {
+    run_revealing(state, by, prefer, options, command, false).await
+}
+
+/// `reveal`: sensitive outputs in clear (an authenticated admin asked).
+async fn run_revealing(
     State(state): State<AppState>,
     StartedBy(started_by): StartedBy,
     PreferAsync(prefer_async): PreferAsync,
     OptionalJson(mut options): OptionalJson<RunOptions>,
     command: Command,
+    reveal: bool,
 ) -> Result<Response, ApiError> {
     options.run_async |= prefer_async;
     let workspace = state.workspace(DEFAULT_WORKSPACE);
@@ -249,12 +262,16 @@ async fn run(
             include_output: false,
             decorate: Some(Box::new(move |out, body| {
                 let outputs = Outputs::parse(&out.stdout).unwrap_or_default();
-                let masked = outputs.masked();
+                let masked = if reveal {
+                    outputs.values.clone()
+                } else {
+                    outputs.masked()
+                };
                 let text = match format {
                     crate::config::OutputFormat::Json => {
                         serde_json::to_string_pretty(&masked).unwrap_or_default()
                     }
-                    crate::config::OutputFormat::Text => outputs.text(),
+                    crate::config::OutputFormat::Text => Outputs::text_of(&masked),
                 };
                 body.insert("output".into(), json!(text));
                 body.insert("outputs".into(), Value::Object(masked));

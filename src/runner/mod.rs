@@ -71,6 +71,10 @@ pub struct JobSpec {
     /// Keep standard output (up to a cap) for the caller: for `"output": true`
     /// or for parsing it. Otherwise only the log store has it.
     pub capture_stdout: bool,
+    /// Whether standard output goes to the log, the tool log and the failure
+    /// details. `terraform output -json` prints sensitive values in clear: its
+    /// stdout is only parsed.
+    pub log_stdout: bool,
     /// Exit codes that mean success (terraform plan's `-detailed-exitcode` uses 2).
     pub success_codes: Vec<i32>,
     /// Runs when the child exited with a success code.
@@ -345,6 +349,10 @@ impl Runner {
             events,
         );
         sink.capture_stdout = spec.capture_stdout;
+        sink.log_stdout = spec.log_stdout;
+        if !spec.log_stdout {
+            sink.system("standard output is not logged: it may hold sensitive values");
+        }
         tracing::info!(job_id = %id, kind = spec.kind.as_str(), workspace = %spec.workspace, "job started");
 
         let ended = process::supervise(&spec, &self.inner.config, &mut sink, store, cancel).await;
@@ -437,6 +445,7 @@ pub(crate) struct Sink {
     truncated: bool,
     stdout: String,
     capture_stdout: bool,
+    log_stdout: bool,
     stdout_tail: VecDeque<String>,
     stderr_tail: VecDeque<String>,
     last_line_at: Instant,
@@ -462,6 +471,7 @@ impl Sink {
             truncated: false,
             stdout: String::new(),
             capture_stdout: false,
+            log_stdout: true,
             stdout_tail: VecDeque::new(),
             stderr_tail: VecDeque::new(),
             last_line_at: Instant::now(),
@@ -471,6 +481,13 @@ impl Sink {
     fn push(&mut self, stream: Stream, raw: String) {
         self.last_line_at = Instant::now();
         let text = self.redactor.redact(&raw).into_owned();
+        if stream == Stream::Stdout && !self.log_stdout {
+            if self.capture_stdout && self.stdout.len() < STDOUT_CAP_BYTES {
+                self.stdout.push_str(&text);
+                self.stdout.push('\n');
+            }
+            return;
+        }
         let id = self.job_id;
         match self.log {
             ToolLog::Terraform => {

@@ -99,6 +99,7 @@ pub fn job(
         log: ToolLog::Terraform,
         // `output -json` is parsed from it.
         capture_stdout: command == Command::Output,
+        log_stdout: command != Command::Output,
         success_codes,
         on_success: None,
         on_finish: None,
@@ -147,7 +148,11 @@ impl Outputs {
 
     /// `name = value` lines like `terraform output` prints them.
     pub fn text(&self) -> String {
-        self.masked()
+        Outputs::text_of(&self.masked())
+    }
+
+    pub fn text_of(values: &Map<String, Value>) -> String {
+        values
             .iter()
             .map(|(name, value)| format!("{name} = {}\n", to_hcl(value)))
             .collect()

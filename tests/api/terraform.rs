@@ -386,3 +386,70 @@ async fn ready_names_each_check_and_fails_with_503_naming_the_broken_ones() {
         json!(["terraform", "vault_password"])
     );
 }
+
+const SENSITIVE_OUTPUTS: &str = r#"{
+  "primary_db_addr": {"sensitive": false, "type": "string", "value": "10.0.1.5"},
+  "db_password": {"sensitive": true, "type": "string", "value": "hunter2-sensitive"}
+}"#;
+
+#[tokio::test]
+async fn sensitive_outputs_never_reach_the_job_log_or_the_store() {
+    let app = spawn_app().await;
+    app.fake("outputs", SENSITIVE_OUTPUTS);
+    let answer = app.post("/terraform/output", json!({"output": true})).await;
+    assert_eq!(answer.status, 200);
+    let id = answer.body["job_id"].as_str().unwrap();
+    let log = app.get(&format!("/jobs/{id}/log")).await.body.to_string();
+    let job = app.get(&format!("/jobs/{id}")).await.body.to_string();
+    for text in [answer.body.to_string(), log, job] {
+        assert!(!text.contains("hunter2-sensitive"), "{text}");
+    }
+    for (path, bytes) in snapshot(&app.data_dir) {
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains("hunter2-sensitive"),
+            "{}",
+            path.display()
+        );
+    }
+}
+
+#[tokio::test]
+async fn only_an_authenticated_admin_sees_sensitive_outputs() {
+    use pgcluster_api::auth::{Scope, TokenEntry};
+    let (admin, reader) = (
+        "pgc_admin-token-for-outputs",
+        "pgc_reader-token-for-outputs",
+    );
+    let tokens = [
+        TokenEntry::for_token("admin", Scope::Admin, admin).config_entry(),
+        TokenEntry::for_token("reader", Scope::Read, reader).config_entry(),
+    ]
+    .join(",");
+    let app = spawn_app_with(AppOptions {
+        vars: vec![("API_TOKENS", tokens)],
+        ..AppOptions::default()
+    })
+    .await;
+    app.fake("outputs", SENSITIVE_OUTPUTS);
+    let as_reader = app.post_as(reader, "/terraform/output", json!({})).await;
+    assert_eq!(
+        as_reader.body["outputs"]["db_password"],
+        "(sensitive value)"
+    );
+    let as_admin = app.post_as(admin, "/terraform/output", json!({})).await;
+    assert_eq!(as_admin.body["outputs"]["db_password"], "hunter2-sensitive");
+    assert!(
+        as_admin.body["output"]
+            .as_str()
+            .unwrap()
+            .contains("hunter2-sensitive")
+    );
+    // Without authentication configured nobody is an authenticated admin.
+    let open = spawn_app().await;
+    open.fake("outputs", SENSITIVE_OUTPUTS);
+    let anonymous = open.post("/terraform/output", json!({})).await;
+    assert_eq!(
+        anonymous.body["outputs"]["db_password"],
+        "(sensitive value)"
+    );
+}
