@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod metrics;
 pub mod render;
 pub mod routes;
 pub mod runner;

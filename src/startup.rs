@@ -57,6 +57,7 @@ impl AppState {
             .map_err(|e| format!("TERRAFORM_DIR: {e}"))?;
         let renderer =
             Renderer::load(&config.template_dir).map_err(|e| format!("TEMPLATE_DIR: {e}"))?;
+        crate::metrics::handle();
         let store = open_store(&config)?;
         let runner = Runner::new(
             store,
@@ -111,6 +112,7 @@ pub fn router(state: AppState) -> Router {
             crate::auth::Guard::new(&state.config),
             crate::auth::authenticate,
         ))
+        .layer(middleware::from_fn(crate::metrics::track_http))
         .layer(middleware::from_fn_with_state(state.clone(), check_host))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(TraceLayer::new_for_http())

@@ -1,4 +1,4 @@
-//! `/health` (alive), `/ready` (able to do its work) and `/version`.
+//! `/health` (alive), `/ready` (able to do its work), `/version`, `/metrics`.
 
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ pub fn router() -> Router<AppState> {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/version", get(version))
+        .route("/metrics", get(crate::metrics::render))
 }
 
 /// The process is alive and answering.

@@ -348,6 +348,8 @@ impl Runner {
             redactor,
             events,
         );
+        crate::metrics::job_started();
+        let started = std::time::Instant::now();
         sink.capture_stdout = spec.capture_stdout;
         sink.log_stdout = spec.log_stdout;
         if !spec.log_stdout {
@@ -425,6 +427,7 @@ impl Runner {
         {
             tracing::error!(job_id = %id, error = %err, "could not record the end of a job");
         }
+        crate::metrics::job_finished(spec.kind, status, started.elapsed().as_secs_f64());
         tracing::info!(job_id = %id, status = status.as_str(), exit_code = ?exit_code, "job finished");
         drop(guard);
         output
@@ -548,6 +551,7 @@ impl Sink {
             return;
         }
         let lines = std::mem::take(&mut self.pending);
+        crate::metrics::log_bytes(lines.iter().map(|l| l.text.len() as u64 + 1).sum());
         if let Err(err) = store.append_log(self.job_id, lines.clone()).await {
             tracing::error!(job_id = %self.job_id, error = %err, "could not store job log lines");
         }

@@ -356,3 +356,51 @@ async fn a_job_records_who_started_it() {
     assert_eq!(job["started_by"], "ci");
     assert!(!job.to_string().contains(token));
 }
+
+fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn metrics_count_requests_jobs_and_log_bytes() {
+    let app = spawn_app().await;
+    let scrape = |app: &TestApp| {
+        let client = app.client.clone();
+        let url = format!("{}/metrics", app.address);
+        async move { client.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    // The recorder is shared by every app of this test process: compare deltas.
+    let before = scrape(&app).await;
+    assert_eq!(app.post_empty("/terraform/init").await.status, 200);
+    app.fake("sleep", "30");
+    let started = app.post("/terraform/plan", json!({"async": true})).await;
+    let id = started.body["job_id"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        app.post_empty(&format!("/jobs/{id}/cancel")).await.status,
+        200
+    );
+    app.wait_for_job(&id).await;
+    let after = scrape(&app).await;
+    let delta = |prefix: &str| metric(&after, prefix) - metric(&before, prefix);
+    assert!(
+        delta("jobs_total{kind=\"terraform.init\",status=\"succeeded\"}") >= 1.0,
+        "{after}"
+    );
+    assert!(delta("job_cancellations_total") >= 1.0, "{after}");
+    assert!(delta("job_log_bytes_total") > 0.0, "{after}");
+    assert!(
+        delta("http_requests_total{route=\"/terraform/init\",method=\"POST\",status=\"200\"}")
+            >= 1.0,
+        "{after}"
+    );
+    assert!(
+        after.contains("http_request_duration_seconds_bucket"),
+        "{after}"
+    );
+    assert!(after.contains("job_duration_seconds_bucket"), "{after}");
+    assert!(after.contains("jobs_running"), "{after}");
+}
