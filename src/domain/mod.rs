@@ -6,12 +6,14 @@ mod key_path;
 mod pg_setting;
 mod postgresql_version;
 pub mod tfvars;
+mod workspace_name;
 
 pub use host::HostAddress;
 pub use key_path::KeyPath;
 pub use pg_setting::{PgSettingName, PgSettingValue};
 pub use postgresql_version::PostgresqlVersion;
 pub use tfvars::{StackVariables, TfType, VariableSpec};
+pub use workspace_name::WorkspaceName;
 
 use serde::Deserialize;
 

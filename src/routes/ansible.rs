@@ -8,7 +8,7 @@ use axum::routing::post;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{DEFAULT_WORKSPACE, PreferAsync, RunAnswer, StartedBy, details};
+use super::{DEFAULT_WORKSPACE, PreferAsync, RunAnswer, StartedBy, WorkspaceParam, details};
 use crate::domain::{HostAddress, KeyPath, PgSettingName, PgSettingValue, PostgresqlVersion};
 use crate::error::{ApiError, ApiJson, OptionalJson};
 use crate::runner::Secret;
@@ -19,10 +19,13 @@ use crate::tools::terraform::{self, Command, Outputs};
 use crate::workspace::write_atomic;
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/ansible/configure", post(configure))
-        .route("/ansible/run", post(run))
-        .route("/ansible/vault", post(set_vault))
+    let mut router = Router::new().route("/ansible/vault", post(set_vault));
+    for prefix in ["", "/workspaces/{name}"] {
+        router = router
+            .route(&format!("{prefix}/ansible/configure"), post(configure))
+            .route(&format!("{prefix}/ansible/run"), post(run));
+    }
+    router
 }
 
 /// Request keys of `configure` that are not PostgreSQL settings.
@@ -35,6 +38,7 @@ const RUN_OPTIONS: [&str; 2] = ["output", "async"];
 /// the cluster terraform built.
 async fn configure(
     State(state): State<AppState>,
+    WorkspaceParam(workspace): WorkspaceParam,
     StartedBy(started_by): StartedBy,
     OptionalJson(body): OptionalJson<Option<Map<String, Value>>>,
 ) -> Result<Response, ApiError> {
@@ -84,7 +88,6 @@ async fn configure(
         return Err(ApiError::fields(problems));
     }
 
-    let workspace = state.workspace(DEFAULT_WORKSPACE);
     let _hold = state.hold_for_files(&workspace)?;
     workspace.ensure().map_err(ApiError::internal)?;
     let out_spec = terraform::job(
@@ -276,6 +279,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::E
 /// Runs `site.yml` against the configured inventory.
 async fn run(
     State(state): State<AppState>,
+    WorkspaceParam(workspace): WorkspaceParam,
     StartedBy(started_by): StartedBy,
     PreferAsync(prefer_async): PreferAsync,
     OptionalJson(mut request): OptionalJson<RunRequest>,
@@ -292,7 +296,6 @@ async fn run(
             "ANSIBLE_VAULT_PASSWORD is not set in the server's environment",
         ));
     };
-    let workspace = state.workspace(DEFAULT_WORKSPACE);
     if !workspace.ansible_dir().join("hosts.ini").is_file() {
         return Err(ApiError::bad_request(
             "there is no inventory yet: call /ansible/configure first",

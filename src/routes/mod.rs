@@ -5,6 +5,7 @@ pub mod ansible;
 pub mod health;
 pub mod jobs;
 pub mod terraform;
+pub mod workspaces;
 
 use std::sync::Arc;
 
@@ -79,12 +80,64 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for StartedBy {
     }
 }
 
+/// The workspace a route acts on: `/workspaces/{name}/...`, or `default` for
+/// the original routes. An unknown or malformed name is refused.
+pub struct WorkspaceParam(pub Workspace);
+
+impl axum::extract::FromRequestParts<AppState> for WorkspaceParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let params = axum::extract::RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::bad_request(format!("invalid path: {}", e.body_text())))?;
+        let name = params
+            .iter()
+            .find(|(key, _)| *key == "name")
+            .map(|(_, value)| value.to_string());
+        let Some(name) = name else {
+            return Ok(WorkspaceParam(state.workspace(DEFAULT_WORKSPACE)));
+        };
+        let name =
+            crate::domain::WorkspaceName::parse(&name).map_err(|e| ApiError::field("name", e))?;
+        let workspace = state.workspace(name.as_str());
+        if !workspace.exists() {
+            return Err(ApiError::NotFound(format!(
+                "no workspace '{}': create it with POST /workspaces",
+                name.as_str()
+            )));
+        }
+        Ok(WorkspaceParam(workspace))
+    }
+}
+
 /// The workspace the original routes act on.
 pub const DEFAULT_WORKSPACE: &str = "default";
 
 impl AppState {
     pub fn workspace(&self, name: &str) -> Workspace {
         Workspace::new(&self.config.data_dir, name)
+    }
+
+    /// Where the stacks live: the directory holding `TERRAFORM_DIR`.
+    pub fn stacks_root(&self) -> std::path::PathBuf {
+        self.config
+            .terraform_dir
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_else(|| self.config.terraform_dir.clone())
+    }
+
+    /// The stack a workspace runs: its own (a directory next to
+    /// `TERRAFORM_DIR`), or `TERRAFORM_DIR`.
+    pub fn stack_dir(&self, workspace: &Workspace) -> std::path::PathBuf {
+        match workspace.stack() {
+            Some(stack) => self.stacks_root().join(stack),
+            None => self.config.terraform_dir.clone(),
+        }
     }
 
     /// Submits a job, turning a busy workspace into a 409.

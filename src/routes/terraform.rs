@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Map, Value, json};
 
-use super::{DEFAULT_WORKSPACE, PreferAsync, RunAnswer, SeesSecrets, StartedBy};
+use super::{PreferAsync, RunAnswer, SeesSecrets, StartedBy, WorkspaceParam};
 use crate::domain::RunOptions;
 use crate::domain::tfvars::{StackVariables, conform};
 use crate::error::{ApiError, OptionalJson};
@@ -14,20 +14,26 @@ use crate::startup::AppState;
 use crate::tools::terraform::{self, Command, Outputs};
 use crate::workspace::write_atomic;
 
+/// The original routes act on `default`; the same under `/workspaces/{name}`.
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/terraform/generate", post(generate))
-        .route("/terraform/init", post(init))
-        .route("/terraform/plan", post(plan))
-        .route("/terraform/apply", post(apply))
-        .route("/terraform/destroy", post(destroy))
-        .route("/terraform/output", post(output))
+    let mut router = Router::new();
+    for prefix in ["", "/workspaces/{name}"] {
+        router = router
+            .route(&format!("{prefix}/terraform/generate"), post(generate))
+            .route(&format!("{prefix}/terraform/init"), post(init))
+            .route(&format!("{prefix}/terraform/plan"), post(plan))
+            .route(&format!("{prefix}/terraform/apply"), post(apply))
+            .route(&format!("{prefix}/terraform/destroy"), post(destroy))
+            .route(&format!("{prefix}/terraform/output"), post(output));
+    }
+    router
 }
 
 /// Checks the variables against the stack's `variables.tf` and writes
 /// `terraform.tfvars` from its template.
 async fn generate(
     State(state): State<AppState>,
+    WorkspaceParam(workspace): WorkspaceParam,
     OptionalJson(body): OptionalJson<Option<Map<String, Value>>>,
 ) -> Result<Response, ApiError> {
     let Some(given) = body else {
@@ -35,8 +41,8 @@ async fn generate(
             "the request body must be a JSON object of terraform variables",
         ));
     };
-    let stack =
-        StackVariables::from_dir(&state.config.terraform_dir).map_err(ApiError::internal)?;
+    let stack_dir = state.stack_dir(&workspace);
+    let stack = StackVariables::from_dir(&stack_dir).map_err(ApiError::internal)?;
 
     let unknown: Vec<String> = given
         .keys()
@@ -84,10 +90,9 @@ async fn generate(
         .renderer
         .render("terraform.tfvars.j2", json!({ "variables": values }))
         .map_err(ApiError::internal)?;
-    let workspace = state.workspace(DEFAULT_WORKSPACE);
     let _hold = state.hold_for_files(&workspace)?;
     workspace
-        .sync_stack(&state.config.terraform_dir)
+        .sync_stack(&stack_dir)
         .map_err(ApiError::internal)?;
     write_atomic(&workspace.tfvars(), rendered.as_bytes()).map_err(ApiError::internal)?;
     // A plan made from the previous variables must not be applied any more.
@@ -109,63 +114,70 @@ async fn generate(
 
 async fn init(
     state: State<AppState>,
+    ws: WorkspaceParam,
     by: StartedBy,
     prefer: PreferAsync,
     options: OptionalJson<RunOptions>,
 ) -> Result<Response, ApiError> {
-    run(state, by, prefer, options, Command::Init).await
+    run(state, ws, by, prefer, options, Command::Init).await
 }
 
 async fn plan(
     state: State<AppState>,
+    ws: WorkspaceParam,
     by: StartedBy,
     prefer: PreferAsync,
     options: OptionalJson<RunOptions>,
 ) -> Result<Response, ApiError> {
-    run(state, by, prefer, options, Command::Plan).await
+    run(state, ws, by, prefer, options, Command::Plan).await
 }
 
 async fn apply(
     state: State<AppState>,
+    ws: WorkspaceParam,
     by: StartedBy,
     prefer: PreferAsync,
     options: OptionalJson<RunOptions>,
 ) -> Result<Response, ApiError> {
-    run(state, by, prefer, options, Command::Apply).await
+    run(state, ws, by, prefer, options, Command::Apply).await
 }
 
 async fn destroy(
     state: State<AppState>,
+    ws: WorkspaceParam,
     by: StartedBy,
     prefer: PreferAsync,
     options: OptionalJson<RunOptions>,
 ) -> Result<Response, ApiError> {
-    run(state, by, prefer, options, Command::Destroy).await
+    run(state, ws, by, prefer, options, Command::Destroy).await
 }
 
 async fn output(
     state: State<AppState>,
+    ws: WorkspaceParam,
     by: StartedBy,
     SeesSecrets(reveal): SeesSecrets,
     prefer: PreferAsync,
     options: OptionalJson<RunOptions>,
 ) -> Result<Response, ApiError> {
-    run_revealing(state, by, prefer, options, Command::Output, reveal).await
+    run_revealing(state, ws, by, prefer, options, Command::Output, reveal).await
 }
 
 async fn run(
     state: State<AppState>,
+    ws: WorkspaceParam,
     by: StartedBy,
     prefer: PreferAsync,
     options: OptionalJson<RunOptions>,
     command: Command,
 ) -> Result<Response, ApiError> {
-    run_revealing(state, by, prefer, options, command, false).await
+    run_revealing(state, ws, by, prefer, options, command, false).await
 }
 
 /// `reveal`: sensitive outputs in clear (an authenticated admin asked).
 async fn run_revealing(
     State(state): State<AppState>,
+    WorkspaceParam(workspace): WorkspaceParam,
     StartedBy(started_by): StartedBy,
     PreferAsync(prefer_async): PreferAsync,
     OptionalJson(mut options): OptionalJson<RunOptions>,
@@ -173,14 +185,14 @@ async fn run_revealing(
     reveal: bool,
 ) -> Result<Response, ApiError> {
     options.run_async |= prefer_async;
-    let workspace = state.workspace(DEFAULT_WORKSPACE);
+    let stack_dir = state.stack_dir(&workspace);
     workspace.ensure().map_err(ApiError::internal)?;
     let request = json!({ "output": options.output, "async": options.run_async });
     let spec = match command {
         Command::Init => {
             let _hold = state.hold_for_files(&workspace)?;
             workspace
-                .sync_stack(&state.config.terraform_dir)
+                .sync_stack(&stack_dir)
                 .map_err(ApiError::internal)?;
             terraform::job(&state.config, &workspace, command, None, request)
         }
@@ -188,7 +200,7 @@ async fn run_revealing(
             {
                 let _hold = state.hold_for_files(&workspace)?;
                 workspace
-                    .sync_stack(&state.config.terraform_dir)
+                    .sync_stack(&stack_dir)
                     .map_err(ApiError::internal)?;
             }
             let plan_file = workspace.plan_file(&uuid::Uuid::new_v4().to_string());

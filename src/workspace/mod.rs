@@ -46,6 +46,52 @@ impl Workspace {
         &self.name
     }
 
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Whether the workspace was created (`default` always exists).
+    pub fn exists(&self) -> bool {
+        self.name == "default" || self.root.join(META).is_file()
+    }
+
+    /// The stack this workspace runs, by name (a directory next to
+    /// `TERRAFORM_DIR`); `None` means `TERRAFORM_DIR` itself.
+    pub fn stack(&self) -> Option<String> {
+        let text = fs::read_to_string(self.root.join(META)).ok()?;
+        let meta: serde_json::Value = serde_json::from_str(&text).ok()?;
+        meta["stack"].as_str().map(String::from)
+    }
+
+    /// Records a new workspace and its stack.
+    pub fn create(&self, stack: &str) -> io::Result<()> {
+        self.ensure()?;
+        let meta = serde_json::json!({
+            "name": self.name,
+            "stack": stack,
+            "created_at": time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+        });
+        write_atomic(&self.root.join(META), meta.to_string().as_bytes())
+    }
+
+    /// How many resources the workspace's state holds (local state file).
+    pub fn resource_count(&self) -> usize {
+        let Ok(text) = fs::read_to_string(self.terraform_dir().join("terraform.tfstate")) else {
+            return 0;
+        };
+        serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|state| state["resources"].as_array().map(Vec::len))
+            .unwrap_or(0)
+    }
+
+    /// Removes the workspace's files.
+    pub fn remove(&self) -> io::Result<()> {
+        fs::remove_dir_all(&self.root)
+    }
+
     pub fn terraform_dir(&self) -> PathBuf {
         self.root.join("terraform")
     }
@@ -119,6 +165,9 @@ impl Workspace {
         write_atomic(&manifest_path, (copied.join("\n") + "\n").as_bytes())
     }
 }
+
+/// The workspace's own record: its name and stack.
+const META: &str = "workspace.json";
 
 /// Lists the files copied from the stack, to remove them when they go.
 const MANIFEST: &str = ".pgcluster-stack-files";

@@ -14,3 +14,4 @@ mod runner;
 mod server_process;
 mod terraform;
 mod vault;
+mod workspaces;

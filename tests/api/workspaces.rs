@@ -1,0 +1,199 @@
+//! Named workspaces: each its own stack copy, tfvars, state, plans and lock.
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+async fn flow(app: &TestApp, ws: &str, environment: &str) {
+    let generate = app
+        .post(
+            &format!("/workspaces/{ws}/terraform/generate"),
+            json!({"bastion_key_pair": "b", "db_key_pair": "d", "environment": environment}),
+        )
+        .await;
+    assert_eq!(generate.status, 200, "{:?}", generate.body);
+    for step in ["init", "plan", "apply"] {
+        let answer = app
+            .post_empty(&format!("/workspaces/{ws}/terraform/{step}"))
+            .await;
+        assert_eq!(answer.status, 200, "{ws} {step}: {:?}", answer.body);
+    }
+}
+
+#[tokio::test]
+async fn two_workspaces_never_see_each_others_files_or_state() {
+    let app = spawn_app_with(AppOptions {
+        tools: Tools::RealTerraform,
+        ..AppOptions::default()
+    })
+    .await;
+    for name in ["staging", "prod"] {
+        let created = app
+            .post("/workspaces", json!({"name": name, "stack": "stack"}))
+            .await;
+        assert_eq!(created.status, 201, "{:?}", created.body);
+    }
+    flow(&app, "staging", "staging").await;
+    flow(&app, "prod", "prod").await;
+    for (ws, environment) in [("staging", "staging"), ("prod", "prod")] {
+        let output = app
+            .post_empty(&format!("/workspaces/{ws}/terraform/output"))
+            .await;
+        assert_eq!(output.body["outputs"]["environment"], environment);
+        let root = app.data_dir.join("workspaces").join(ws);
+        let tfvars = std::fs::read_to_string(root.join("terraform/terraform.tfvars")).unwrap();
+        assert!(tfvars.contains(&format!("environment = \"{environment}\"")));
+        assert!(root.join("terraform/terraform.tfstate").is_file());
+    }
+    // The original routes act on `default`, which has no state.
+    let default = app.post_empty("/terraform/output").await;
+    assert_eq!(default.body["outputs"], json!({}));
+    let list = app.get("/workspaces").await.body;
+    let names: Vec<&str> = list["workspaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["default", "prod", "staging"]);
+    assert_eq!(
+        app.get("/workspaces/prod").await.body["resources"],
+        0,
+        "outputs only, no resources"
+    );
+}
+
+#[tokio::test]
+async fn a_workspace_with_resources_in_its_state_is_not_deleted() {
+    let app = spawn_app_with(AppOptions {
+        tools: Tools::RealTerraform,
+        vars: vec![(
+            "TERRAFORM_DIR",
+            repo()
+                .join("tests/fixtures/slow_stack")
+                .display()
+                .to_string(),
+        )],
+    })
+    .await;
+    assert_eq!(
+        app.post("/workspaces", json!({"name": "temp"}))
+            .await
+            .status,
+        201
+    );
+    let generate = app
+        .post("/workspaces/temp/terraform/generate", json!({"delay": 0}))
+        .await;
+    assert_eq!(generate.status, 200, "{:?}", generate.body);
+    for step in ["init", "plan", "apply"] {
+        let answer = app
+            .post_empty(&format!("/workspaces/temp/terraform/{step}"))
+            .await;
+        assert_eq!(answer.status, 200, "{step}: {:?}", answer.body);
+    }
+    let refused = app
+        .client
+        .delete(format!("{}/workspaces/temp", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 409);
+    assert!(refused.text().await.unwrap().contains("destroy"));
+    assert_eq!(
+        app.post_empty("/workspaces/temp/terraform/destroy")
+            .await
+            .status,
+        200
+    );
+    let deleted = app
+        .client
+        .delete(format!("{}/workspaces/temp", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    assert!(!app.data_dir.join("workspaces/temp").exists());
+    assert_eq!(
+        app.post_empty("/workspaces/temp/terraform/plan")
+            .await
+            .status,
+        404
+    );
+}
+
+#[tokio::test]
+async fn workspace_names_stacks_and_existence_are_checked() {
+    let app = spawn_app().await;
+    for (body, status) in [
+        (json!({"name": "../etc"}), 400),
+        (json!({"name": "Prod"}), 400),
+        (json!({"name": "ok", "stack": "../../etc"}), 400),
+        (json!({"name": "ok", "stack": "nope"}), 400),
+        (json!({"name": "ok", "extra": 1}), 400),
+    ] {
+        let answer = app.post("/workspaces", body.clone()).await;
+        assert_eq!(answer.status, status, "{body}: {:?}", answer.body);
+    }
+    assert_eq!(
+        app.post("/workspaces", json!({"name": "ok"})).await.status,
+        201
+    );
+    assert_eq!(
+        app.post("/workspaces", json!({"name": "ok"})).await.status,
+        409
+    );
+    assert_eq!(
+        app.post_empty("/workspaces/missing/terraform/init")
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        app.post_empty("/workspaces/BAD/terraform/init")
+            .await
+            .status,
+        400
+    );
+    let default = app
+        .client
+        .delete(format!("{}/workspaces/default", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(default.status(), 400);
+}
+
+#[tokio::test]
+async fn a_busy_workspace_does_not_block_another() {
+    let app = spawn_app().await;
+    assert_eq!(
+        app.post("/workspaces", json!({"name": "one"})).await.status,
+        201
+    );
+    assert_eq!(
+        app.post("/workspaces", json!({"name": "two"})).await.status,
+        201
+    );
+    app.fake("sleep", "2");
+    let first = app
+        .post("/workspaces/one/terraform/plan", json!({"async": true}))
+        .await;
+    assert_eq!(first.status, 202);
+    assert_eq!(
+        app.post("/workspaces/one/terraform/plan", json!({"async": true}))
+            .await
+            .status,
+        409
+    );
+    let other = app
+        .post("/workspaces/two/terraform/plan", json!({"async": true}))
+        .await;
+    assert_eq!(other.status, 202, "{:?}", other.body);
+    let job = app
+        .wait_for_job(other.body["job_id"].as_str().unwrap())
+        .await;
+    assert_eq!(job["workspace"], "two");
+    let listed = app.get("/jobs?workspace=one").await.body;
+    assert_eq!(listed["jobs"].as_array().unwrap().len(), 1);
+}
