@@ -18,13 +18,20 @@ use crate::workspace::write_atomic;
 pub fn router() -> Router<AppState> {
     let mut router = Router::new();
     for prefix in ["", "/workspaces/{name}"] {
-        router = router
-            .route(&format!("{prefix}/terraform/generate"), post(generate))
-            .route(&format!("{prefix}/terraform/init"), post(init))
-            .route(&format!("{prefix}/terraform/plan"), post(plan))
-            .route(&format!("{prefix}/terraform/apply"), post(apply))
-            .route(&format!("{prefix}/terraform/destroy"), post(destroy))
-            .route(&format!("{prefix}/terraform/output"), post(output));
+        router = router.route(&format!("{prefix}/terraform/generate"), post(generate));
+        for command in [
+            Command::Init,
+            Command::Plan,
+            Command::Apply,
+            Command::Destroy,
+            Command::Output,
+        ] {
+            let handler = move |s, w, b, r, p, o| run(s, w, b, r, p, o, command);
+            router = router.route(
+                &format!("{prefix}/terraform/{}", command.name()),
+                post(handler),
+            );
+        }
     }
     router
 }
@@ -112,66 +119,19 @@ async fn generate(
     .into_response())
 }
 
-async fn init(
-    state: State<AppState>,
-    ws: WorkspaceParam,
-    by: StartedBy,
-    prefer: PreferAsync,
-    options: OptionalJson<RunOptions>,
-) -> Result<Response, ApiError> {
-    run(state, ws, by, prefer, options, Command::Init).await
-}
-
-async fn plan(
-    state: State<AppState>,
-    ws: WorkspaceParam,
-    by: StartedBy,
-    prefer: PreferAsync,
-    options: OptionalJson<RunOptions>,
-) -> Result<Response, ApiError> {
-    run(state, ws, by, prefer, options, Command::Plan).await
-}
-
-async fn apply(
-    state: State<AppState>,
-    ws: WorkspaceParam,
-    by: StartedBy,
-    prefer: PreferAsync,
-    options: OptionalJson<RunOptions>,
-) -> Result<Response, ApiError> {
-    run(state, ws, by, prefer, options, Command::Apply).await
-}
-
-async fn destroy(
-    state: State<AppState>,
-    ws: WorkspaceParam,
-    by: StartedBy,
-    prefer: PreferAsync,
-    options: OptionalJson<RunOptions>,
-) -> Result<Response, ApiError> {
-    run(state, ws, by, prefer, options, Command::Destroy).await
-}
-
-async fn output(
-    state: State<AppState>,
-    ws: WorkspaceParam,
-    by: StartedBy,
-    SeesSecrets(reveal): SeesSecrets,
-    prefer: PreferAsync,
-    options: OptionalJson<RunOptions>,
-) -> Result<Response, ApiError> {
-    run_revealing(state, ws, by, prefer, options, Command::Output, reveal).await
-}
-
+/// The run handler of every terraform command; its route names the command.
+/// Only an authenticated admin's `output` shows sensitive values.
 async fn run(
     state: State<AppState>,
     ws: WorkspaceParam,
     by: StartedBy,
+    SeesSecrets(sees_secrets): SeesSecrets,
     prefer: PreferAsync,
     options: OptionalJson<RunOptions>,
     command: Command,
 ) -> Result<Response, ApiError> {
-    run_revealing(state, ws, by, prefer, options, command, false).await
+    let reveal = sees_secrets && command == Command::Output;
+    run_revealing(state, ws, by, prefer, options, command, reveal).await
 }
 
 /// `reveal`: sensitive outputs in clear (an authenticated admin asked).
