@@ -69,6 +69,27 @@ pub struct Config {
     pub allow_unauthenticated: bool,
     /// `/metrics` needs a `read` token (`METRICS_REQUIRE_TOKEN`).
     pub metrics_require_token: bool,
+    /// Browser origins (dashboards) allowed by CORS (`CORS_ALLOWED_ORIGINS`).
+    pub cors_allowed_origins: Vec<String>,
+    /// `text` or `json` log lines (`LOG_FORMAT`).
+    pub log_format: LogFormat,
+    /// When log files start anew: `never`, `daily` or `hourly` (`LOG_ROTATION`).
+    pub log_rotation: LogRotation,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// When the log files rotate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogRotation {
+    Never,
+    Daily,
+    Hourly,
 }
 
 /// Format of the `"output"` text of `/terraform/output`.
@@ -200,7 +221,46 @@ impl Config {
             }),
             allow_unauthenticated: r.boolean("ALLOW_UNAUTHENTICATED", false),
             metrics_require_token: r.boolean("METRICS_REQUIRE_TOKEN", false),
+            cors_allowed_origins: r
+                .string("CORS_ALLOWED_ORIGINS", "")
+                .split(',')
+                .map(|o| o.trim().trim_end_matches('/').to_string())
+                .filter(|o| !o.is_empty())
+                .collect(),
+            log_format: match r.string("LOG_FORMAT", "text").to_ascii_lowercase().as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                other => {
+                    r.problems
+                        .push(format!("LOG_FORMAT: must be text or json, got {other:?}"));
+                    LogFormat::Text
+                }
+            },
+            log_rotation: match r
+                .string("LOG_ROTATION", "daily")
+                .to_ascii_lowercase()
+                .as_str()
+            {
+                "never" => LogRotation::Never,
+                "daily" => LogRotation::Daily,
+                "hourly" => LogRotation::Hourly,
+                other => {
+                    r.problems.push(format!(
+                        "LOG_ROTATION: must be never, daily or hourly, got {other:?}"
+                    ));
+                    LogRotation::Daily
+                }
+            },
         };
+        for origin in &config.cors_allowed_origins {
+            let valid = (origin.starts_with("http://") || origin.starts_with("https://"))
+                && origin.parse::<axum::http::HeaderValue>().is_ok();
+            if !valid {
+                r.problems.push(format!(
+                    "CORS_ALLOWED_ORIGINS: {origin:?} is not an origin like https://dashboard.example"
+                ));
+            }
+        }
         // An open API on a reachable address must be a decision, not a default.
         if config.api_tokens.is_empty()
             && !r.problems.iter().any(|p| p.starts_with("API_TOKENS"))

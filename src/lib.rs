@@ -8,6 +8,7 @@ pub mod domain;
 pub mod error;
 pub mod metrics;
 pub mod render;
+pub mod request_id;
 pub mod routes;
 pub mod runner;
 pub mod startup;

@@ -25,7 +25,12 @@ async fn serve() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let _logs = match telemetry::init(&config.log_dir, config.debug) {
+    let _logs = match telemetry::init(
+        &config.log_dir,
+        config.debug,
+        config.log_format,
+        config.log_rotation,
+    ) {
         Ok(guards) => guards,
         Err(err) => {
             eprintln!(

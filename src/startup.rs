@@ -116,8 +116,36 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(crate::metrics::track_http))
         .layer(middleware::from_fn_with_state(state.clone(), check_host))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(middleware::from_fn(crate::request_id::assign))
+        .layer(cors(&state.config))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// CORS for the configured dashboard origins (none: no CORS headers).
+fn cors(config: &Config) -> tower_http::cors::CorsLayer {
+    use axum::http::{HeaderName, HeaderValue, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins: Vec<HeaderValue> = config
+        .cors_allowed_origins
+        .iter()
+        .filter_map(|o| o.parse().ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("last-event-id"),
+            HeaderName::from_static("prefer"),
+            HeaderName::from_static(crate::request_id::HEADER),
+        ])
+        .expose_headers([
+            header::LOCATION,
+            header::RETRY_AFTER,
+            HeaderName::from_static(crate::request_id::HEADER),
+        ])
 }
 
 async fn not_found() -> ApiError {

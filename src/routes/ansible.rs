@@ -39,7 +39,7 @@ const RUN_OPTIONS: [&str; 2] = ["output", "async"];
 async fn configure(
     State(state): State<AppState>,
     WorkspaceParam(workspace): WorkspaceParam,
-    StartedBy(started_by): StartedBy,
+    started_by: StartedBy,
     OptionalJson(body): OptionalJson<Option<Map<String, Value>>>,
 ) -> Result<Response, ApiError> {
     let Some(body) = body else {
@@ -98,7 +98,7 @@ async fn configure(
         json!({ "for": "ansible/configure" }),
     );
     let mut out_spec = out_spec;
-    out_spec.started_by = started_by;
+    started_by.stamp(&mut out_spec);
     let output = state.submit(out_spec).await?.wait().await;
     if output.status != JobStatus::Succeeded {
         return Err(ApiError::ToolFailed {
@@ -280,7 +280,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::E
 async fn run(
     State(state): State<AppState>,
     WorkspaceParam(workspace): WorkspaceParam,
-    StartedBy(started_by): StartedBy,
+    started_by: StartedBy,
     PreferAsync(prefer_async): PreferAsync,
     OptionalJson(mut request): OptionalJson<RunRequest>,
 ) -> Result<Response, ApiError> {
@@ -319,7 +319,7 @@ async fn run(
         }),
     );
     let mut spec = spec;
-    spec.started_by = started_by;
+    started_by.stamp(&mut spec);
     spec.capture_stdout = request.output && !request.run_async;
     learn_vault_secrets(&state, &password).await;
     let handle = state.submit(spec).await?;
@@ -365,7 +365,7 @@ struct VaultRequest {
 /// `ANSIBLE_VAULT_PASSWORD`; both reach ansible-vault through pipes.
 async fn set_vault(
     State(state): State<AppState>,
-    StartedBy(started_by): StartedBy,
+    started_by: StartedBy,
     ApiJson(request): ApiJson<VaultRequest>,
 ) -> Result<Response, ApiError> {
     let password = request.replication_password;
@@ -408,7 +408,7 @@ async fn set_vault(
         &tmp,
         vec![secret.clone()],
     );
-    spec.started_by = started_by;
+    started_by.stamp(&mut spec);
     let (target, written) = (vault_file.clone(), tmp.clone());
     spec.on_success = Some(Box::new(move |_| {
         use std::os::unix::fs::PermissionsExt;

@@ -41,9 +41,19 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PreferAsync {
     }
 }
 
-/// The name of whoever made the request (from authentication), recorded on
-/// the jobs it starts.
-pub struct StartedBy(pub Option<String>);
+/// Who made the request (the token's name) and its `x-request-id`, recorded
+/// on the jobs it starts.
+pub struct StartedBy {
+    pub name: Option<String>,
+    pub request_id: Option<String>,
+}
+
+impl StartedBy {
+    pub fn stamp(&self, spec: &mut crate::runner::JobSpec) {
+        spec.started_by = self.name.clone();
+        spec.request_id = self.request_id.clone();
+    }
+}
 
 /// Whether the caller may see sensitive values (an authenticated admin).
 pub struct SeesSecrets(pub bool);
@@ -71,12 +81,16 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for StartedBy {
         parts: &mut axum::http::request::Parts,
         _state: &S,
     ) -> Result<Self, Self::Rejection> {
-        Ok(StartedBy(
-            parts
+        Ok(StartedBy {
+            name: parts
                 .extensions
                 .get::<crate::auth::Principal>()
                 .map(|p| p.name.clone()),
-        ))
+            request_id: parts
+                .extensions
+                .get::<crate::request_id::RequestId>()
+                .map(|r| r.0.clone()),
+        })
     }
 }
 

@@ -138,7 +138,7 @@ async fn run(
 async fn run_revealing(
     State(state): State<AppState>,
     WorkspaceParam(workspace): WorkspaceParam,
-    StartedBy(started_by): StartedBy,
+    started_by: StartedBy,
     PreferAsync(prefer_async): PreferAsync,
     OptionalJson(mut options): OptionalJson<RunOptions>,
     command: Command,
@@ -222,7 +222,7 @@ async fn run_revealing(
         }
     };
     let mut spec = spec;
-    spec.started_by = started_by;
+    started_by.stamp(&mut spec);
     spec.capture_stdout |= options.output && !options.run_async;
     let handle = state.submit(spec).await?;
     let name = command.name();

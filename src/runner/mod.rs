@@ -57,6 +57,8 @@ pub struct JobSpec {
     pub request: Value,
     /// Who asked for it.
     pub started_by: Option<String>,
+    /// The request that started it (`x-request-id`).
+    pub request_id: Option<String>,
     pub program: PathBuf,
     pub args: Vec<OsString>,
     pub cwd: PathBuf,
@@ -239,6 +241,7 @@ impl Runner {
         };
         let mut job = Job::queued(id, spec.kind, &spec.workspace, spec.request.clone());
         job.started_by = spec.started_by.clone();
+        job.request_id = spec.request_id.clone();
         self.inner.store.insert(job).await?;
         let (done_tx, done_rx) = watch::channel(None);
         let (cancel_tx, cancel_rx) = watch::channel(false);
@@ -355,7 +358,13 @@ impl Runner {
         if !spec.log_stdout {
             sink.system("standard output is not logged: it may hold sensitive values");
         }
-        tracing::info!(job_id = %id, kind = spec.kind.as_str(), workspace = %spec.workspace, "job started");
+        tracing::info!(
+            job_id = %id,
+            kind = spec.kind.as_str(),
+            workspace = %spec.workspace,
+            request_id = spec.request_id.as_deref().unwrap_or("-"),
+            "job started"
+        );
 
         let ended = process::supervise(&spec, &self.inner.config, &mut sink, store, cancel).await;
         let (mut status, exit_code, mut error) = match ended {

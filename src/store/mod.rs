@@ -152,6 +152,8 @@ pub struct Job {
     pub request: Value,
     /// Who started it (the token's name; "anonymous" without authentication).
     pub started_by: Option<String>,
+    /// The `x-request-id` of the request that started it.
+    pub request_id: Option<String>,
     pub status: JobStatus,
     pub exit_code: Option<i32>,
     #[serde(with = "time::serde::rfc3339")]
@@ -182,6 +184,7 @@ impl Job {
             workspace: workspace.to_string(),
             request,
             started_by: None,
+            request_id: None,
             status: JobStatus::Queued,
             exit_code: None,
             created_at: OffsetDateTime::now_utc(),

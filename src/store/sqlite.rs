@@ -17,7 +17,8 @@ use super::{
 };
 
 /// Each entry upgrades the schema by one version.
-const MIGRATIONS: [&str; 1] = [r#"
+const MIGRATIONS: [&str; 2] = [
+    r#"
 CREATE TABLE jobs (
     seq          INTEGER PRIMARY KEY AUTOINCREMENT,
     id           TEXT NOT NULL UNIQUE,
@@ -45,7 +46,11 @@ CREATE TABLE job_logs (
     text    TEXT NOT NULL,
     PRIMARY KEY (job_id, n)
 ) WITHOUT ROWID;
-"#];
+"#,
+    r#"
+ALTER TABLE jobs ADD COLUMN request_id TEXT;
+"#,
+];
 
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
@@ -112,7 +117,7 @@ fn from_ts(ms: i64) -> OffsetDateTime {
 }
 
 const JOB_COLUMNS: &str = "seq, id, kind, workspace, request, started_by, status, exit_code, \
-    created_at, started_at, finished_at, duration_ms, result, error, pid, pid_start";
+    created_at, started_at, finished_at, duration_ms, result, error, pid, pid_start, request_id";
 
 fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(u64, Job)> {
     let text = |i: usize| row.get::<_, String>(i);
@@ -134,6 +139,7 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(u64, Job)> {
         error: row.get(13)?,
         pid: row.get::<_, Option<i64>>(14)?.map(|p| p as u32),
         pid_start: row.get::<_, Option<i64>>(15)?.map(|p| p as u64),
+        request_id: row.get(16)?,
     };
     Ok((row.get::<_, i64>(0)? as u64, job))
 }
@@ -143,8 +149,8 @@ impl JobStore for SqliteStore {
     async fn insert(&self, job: Job) -> Result<(), StoreError> {
         self.with(move |conn| {
             conn.execute(
-                "INSERT INTO jobs (id, kind, workspace, request, started_by, status, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO jobs (id, kind, workspace, request, started_by, status, created_at, request_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     job.id.to_string(),
                     job.kind.as_str(),
@@ -153,6 +159,7 @@ impl JobStore for SqliteStore {
                     job.started_by,
                     job.status.as_str(),
                     ts(job.created_at),
+                    job.request_id,
                 ],
             )?;
             Ok(())

@@ -47,6 +47,7 @@ pub fn playbook_job(
         workspace: workspace.name().to_string(),
         request,
         started_by: None,
+        request_id: None,
         program: config.ansible_playbook_binary.clone(),
         args,
         cwd: absolute(&config.ansible_dir),
@@ -98,6 +99,7 @@ pub fn vault_encrypt_job(
         workspace: workspace.name().to_string(),
         request: json!({ "vault_file": config.ansible_vault_file }),
         started_by: None,
+        request_id: None,
         program: vault_binary(config),
         args: vec![
             "encrypt".into(),

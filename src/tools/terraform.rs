@@ -85,6 +85,7 @@ pub fn job(
         workspace: workspace.name().to_string(),
         request,
         started_by: None,
+        request_id: None,
         program: config.terraform_binary.clone(),
         args,
         cwd: workspace.terraform_dir(),

@@ -281,7 +281,7 @@ async fn tokens_and_their_hashes_stay_out_of_the_logs() {
     let output = child.wait_with_output().unwrap();
     let console = String::from_utf8_lossy(&output.stdout).to_string()
         + &String::from_utf8_lossy(&output.stderr);
-    let app_log = std::fs::read_to_string(root.path().join("logs/app.log")).unwrap();
+    let app_log = crate::server_process::read_log(&root.path().join("logs"), "app.log");
     assert!(app_log.contains("invalid bearer token"), "{app_log}");
     assert!(app_log.contains("token lacks the scope"), "{app_log}");
     let hashes: Vec<&str> = tokens.split(',').map(|e| &e[e.len() - 64..]).collect();

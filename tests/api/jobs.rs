@@ -404,3 +404,54 @@ async fn metrics_count_requests_jobs_and_log_bytes() {
     assert!(after.contains("job_duration_seconds_bucket"), "{after}");
     assert!(after.contains("jobs_running"), "{after}");
 }
+
+#[tokio::test]
+async fn request_ids_are_returned_recorded_on_jobs_and_made_up_when_unusable() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .post(format!("{}/terraform/init", app.address))
+        .header("x-request-id", "dashboard-7f3a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "dashboard-7f3a");
+    let body: Value = response.json().await.unwrap();
+    let job = app
+        .get(&format!("/jobs/{}", body["job_id"].as_str().unwrap()))
+        .await
+        .body;
+    assert_eq!(job["request_id"], "dashboard-7f3a");
+    let odd = app
+        .client
+        .get(format!("{}/health", app.address))
+        .header("x-request-id", "has spaces and <html>")
+        .send()
+        .await
+        .unwrap();
+    let made_up = odd.headers()["x-request-id"].to_str().unwrap();
+    assert!(uuid::Uuid::parse_str(made_up).is_ok(), "{made_up}");
+}
+
+#[tokio::test]
+async fn cors_answers_only_the_configured_dashboard_origin() {
+    let app = spawn_app_with(AppOptions {
+        vars: vec![("CORS_ALLOWED_ORIGINS", "https://dashboard.example".into())],
+        ..AppOptions::default()
+    })
+    .await;
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(reqwest::Method::OPTIONS, format!("{}/jobs", app.address))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .send()
+    };
+    let allowed = preflight("https://dashboard.example").await.unwrap();
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://dashboard.example"
+    );
+    let other = preflight("https://evil.example").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+}

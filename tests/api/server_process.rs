@@ -131,21 +131,21 @@ async fn tool_output_is_logged_per_tool_with_job_ids_and_secrets_stay_out() {
         + &String::from_utf8_lossy(&output.stderr);
 
     let logs = root.path().join("logs");
-    let terraform_log = std::fs::read_to_string(logs.join("terraform.log")).unwrap();
+    let terraform_log = read_log(&logs, "terraform.log");
     assert!(
         terraform_log
             .lines()
             .any(|l| l.contains(&init_job) && l.contains("fake terraform init done")),
         "{terraform_log}"
     );
-    let ansible_log = std::fs::read_to_string(logs.join("ansible.log")).unwrap();
+    let ansible_log = read_log(&logs, "ansible.log");
     assert!(
         ansible_log
             .lines()
             .any(|l| l.contains(&run_job) && l.contains("PLAY RECAP")),
         "{ansible_log}"
     );
-    let app_log = std::fs::read_to_string(logs.join("app.log")).unwrap();
+    let app_log = read_log(&logs, "app.log");
     assert!(app_log.contains("job finished"), "{app_log}");
     for (name, text) in [
         ("terraform.log", &terraform_log),
@@ -334,4 +334,52 @@ async fn sigterm_lets_jobs_finish_within_the_grace_period_then_cancels_them() {
     let mut restarted = restarted;
     restarted.child.kill().unwrap();
     restarted.child.wait().unwrap();
+}
+
+/// A log file and its rotated siblings (`app.log.2026-11-23`), concatenated.
+pub fn read_log(dir: &std::path::Path, name: &str) -> String {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(name))
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no {name} in {}", dir.display());
+    files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn json_logs_carry_the_request_id_of_the_job_they_belong_to() {
+    let root = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(root.path(), &[("LOG_FORMAT", "json")]).await;
+    let response = server
+        .client
+        .post(format!("{}/terraform/init", server.base))
+        .header("x-request-id", "ci-run-42.init")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "ci-run-42.init");
+    let body: serde_json::Value = response.json().await.unwrap();
+    let job = server
+        .get(&format!("/jobs/{}", body["job_id"].as_str().unwrap()))
+        .await;
+    assert_eq!(job["request_id"], "ci-run-42.init");
+    terminate(server.child.id());
+    let mut server = server;
+    server.child.wait().unwrap();
+    let app_log = read_log(&root.path().join("logs"), "app.log");
+    let lines: Vec<serde_json::Value> = app_log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["fields"]["message"] == "job started"
+            && l["fields"]["request_id"] == "ci-run-42.init"),
+        "{app_log}"
+    );
 }
