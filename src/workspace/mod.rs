@@ -162,7 +162,12 @@ impl Workspace {
                 let _ = fs::remove_file(target.join(old));
             }
         }
-        write_atomic(&manifest_path, (copied.join("\n") + "\n").as_bytes())
+        let manifest = copied.join("\n") + "\n";
+        if manifest == previous {
+            // Nothing to write (and no fsync on every plan).
+            return Ok(());
+        }
+        write_atomic(&manifest_path, manifest.as_bytes())
     }
 }
 
