@@ -6,7 +6,7 @@
 #
 # Needs: cargo, python3, and root (or wrk already installed) for
 # `apt-get install wrk`. The real terraform / ansible-playbook come from
-# scripts/tools.sh. Takes about 5 minutes on 2 cores; loopback only.
+# scripts/tools.sh. Takes about 8 minutes on 2 cores; loopback only.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Follow-up measurements for the targets scripts/bench.sh reports as missed
+# (see bench/notes.md). Run after scripts/bench.sh (it uses its release build).
+#   bench/diagnose.sh ingest   perf profile of the server taking in 4 x 10 MB/s
+#   bench/diagnose.sh memory   peak RSS for 100 MiB / 1 GiB with no followers,
+#                              and how many lines reached terraform.log
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+tmp="$(mktemp -d)"
+trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$tmp"' EXIT
+mkdir -p "$tmp/fake" "$tmp/ansible"
+printf '#!/bin/sh\nexport FAKE_DIR=%s\nexec %s "$@"\n' "$tmp/fake" "$repo/bench/fakes/terraform-stream" >"$tmp/tf"
+chmod +x "$tmp/tf"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+base="http://127.0.0.1:$port"
+
+start() {
+  (cd "$tmp" && exec env HOST_ADDRESS=127.0.0.1 API_PORT="$port" TERRAFORM_BINARY="$tmp/tf" \
+    ANSIBLE_PLAYBOOK_BINARY=true TERRAFORM_DIR="$repo/tests/fixtures/stack" \
+    ANSIBLE_DIR="$tmp/ansible" TEMPLATE_DIR="$repo/templates" DATA_DIR="$tmp/data" \
+    LOG_DIR="$tmp/logs" "$@" "$repo/target/release/pgcluster-api" >/dev/null 2>&1) &
+  pid=$!
+  until curl -fs "$base/health" >/dev/null; do sleep 0.05; done
+}
+stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; rm -rf "$tmp/data" "$tmp/logs" "$tmp/fake"/*; }
+job() { curl -fs -X POST -H 'Content-Type: application/json' -d '{"async":true}' "$base$1" |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["job_id"])'; }
+wait_job() { until curl -fs "$base/jobs/$1" | grep -qv '"status":"\(running\|queued\)"'; do sleep 0.2; done; }
+hwm() { awk '/VmHWM/ {printf "%.1f MiB", $2/1024}' "/proc/$pid/status"; }
+
+case "${1:-}" in
+  ingest)
+    start
+    echo 300000000 >"$tmp/fake/bytes"; echo 10000000 >"$tmp/fake/rate"
+    t0=$(date +%s%N)
+    ids=$(for _ in 1 2 3 4; do job /terraform/output; done)
+    sleep 1
+    cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+    before=$(cpu)
+    perf record -F 999 -g -p "$pid" -o "$tmp/perf.data" -- sleep 6 >/dev/null 2>&1
+    used=$(( $(cpu) - before ))
+    for id in $ids; do curl -fs -X POST "$base/jobs/$id/cancel" >/dev/null; done
+    t1=$(date +%s%N)
+    sleep 1
+    lines=$(cat "$tmp"/logs/terraform.log* | grep -c '0000000000' || true)
+    echo "== asked 4 x 10 MB/s; took in $((lines * 100 * 1000 / (t1 - t0))) MB/s in all (lines in terraform.log)"
+    echo "== server CPU: $((used * 100 / $(getconf CLK_TCK) / 6))% of one core over 6 s"
+    echo "== self time by part (perf, share of the server's samples)"
+    perf report -i "$tmp/perf.data" --no-children --sort dso,symbol -g none 2>/dev/null |
+      awk '/^ +[0-9.]+%/ {
+        p = $1 + 0; line = $0
+        if (line ~ /sqlite3|rusqlite/) k = "SQLite (job store)"
+        else if (line ~ /fmt::|tracing|Escaping|crossbeam|write_char|write_str/) k = "tracing: formatting lines for terraform.log"
+        else if (line ~ /malloc|free|realloc|memmove|memcpy|memcmp|unlink_chunk/) k = "allocation and copying (libc)"
+        else if (line ~ /\[k\]/) k = "kernel (pipes, file writes, scheduling)"
+        else if (line ~ /read_lines|Sink|redact|regex|aho_corasick/) k = "runner: reading, redacting, batching lines"
+        else k = "other"
+        sum[k] += p
+      } END { for (k in sum) printf "%6.1f%%  %s\n", sum[k], k }' | sort -rn
+    echo "== top symbols"
+    perf report -i "$tmp/perf.data" --no-children --sort dso,symbol -g none 2>/dev/null |
+      grep -E '^ +[0-9]' | head -15 | cut -c1-140
+    stop ;;
+  memory)
+    for size in 104857600 1073741824; do
+      start
+      echo "$size" >"$tmp/fake/bytes"
+      id=$(job /terraform/plan)
+      wait_job "$id"
+      sleep 1
+      lines=$(cat "$tmp"/logs/terraform.log* | grep -c '0000000000' || true)
+      echo "printed $((size / 100)) lines: peak RSS $(hwm), terraform.log has $lines of them"
+      stop
+    done ;;
+  *) echo "usage: $0 ingest|memory" >&2; exit 2 ;;
+esac
