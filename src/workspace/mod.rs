@@ -124,7 +124,9 @@ impl Workspace {
         let name = plan
             .file_name()
             .ok_or_else(|| io::Error::other("plan path has no file name"))?;
-        write_atomic(&self.plans_dir().join("latest"), name.as_encoded_bytes())
+        // A marker, not data: after a crash the worst case is "plan again",
+        // so it is renamed into place without an fsync (kept off apply's path).
+        replace(&self.plans_dir().join("latest"), name.as_encoded_bytes())
     }
 
     /// Forgets the saved plan (after apply consumed it, or the inputs changed).
@@ -209,6 +211,17 @@ fn mirror(from: &Path, to: &Path, relative: &Path, copied: &mut Vec<String>) -> 
             fs::remove_file(entry.path())?;
         }
     }
+    Ok(())
+}
+
+/// Like `write_atomic`, without forcing the content to disk first.
+fn replace(path: &Path, content: &[u8]) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::other("path has no parent directory"))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(content)?;
+    tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }
 
