@@ -17,7 +17,7 @@ pub use workspace_name::WorkspaceName;
 
 use serde::Deserialize;
 
-/// Options every run endpoint takes.
+/// Options the terraform run endpoints take.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunOptions {
@@ -27,4 +27,7 @@ pub struct RunOptions {
     /// Answer `202` at once with the job instead of waiting for its end.
     #[serde(default, rename = "async")]
     pub run_async: bool,
+    /// `destroy` only: the workspace's name, typed out to confirm.
+    #[serde(default)]
+    pub confirm: Option<String>,
 }

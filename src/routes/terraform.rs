@@ -101,9 +101,9 @@ async fn generate(
     workspace
         .sync_stack(&stack_dir)
         .map_err(ApiError::internal)?;
+    // A plan made from the previous variables is refused by apply from now
+    // on: it records the digest of the tfvars it was made from.
     write_atomic(&workspace.tfvars(), rendered.as_bytes()).map_err(ApiError::internal)?;
-    // A plan made from the previous variables must not be applied any more.
-    workspace.clear_latest_plan();
 
     let defaults: Map<String, Value> = stack
         .variables
@@ -145,6 +145,7 @@ async fn run_revealing(
     reveal: bool,
 ) -> Result<Response, ApiError> {
     options.run_async |= prefer_async;
+    check_confirmation(command, options.confirm.as_deref(), workspace.name())?;
     let stack_dir = state.stack_dir(&workspace);
     workspace.ensure().map_err(ApiError::internal)?;
     let request = json!({ "output": options.output, "async": options.run_async });
@@ -173,9 +174,12 @@ async fn run_revealing(
             );
             let ws = workspace.clone();
             let saved = plan_file.clone();
+            // The variables the plan is made from: the workspace is held by
+            // this job until it ends, so they cannot change under it.
+            let tfvars_sha256 = workspace.tfvars_sha256();
             spec.on_success = Some(Box::new(move |out| {
                 ws.clear_latest_plan();
-                ws.set_latest_plan(&saved)
+                ws.set_latest_plan(&saved, &tfvars_sha256)
                     .map_err(|e| format!("could not record the saved plan: {e}"))?;
                 Ok(Some(json!({ "changes": out.exit_code == Some(2) })))
             }));
@@ -187,11 +191,19 @@ async fn run_revealing(
             spec
         }
         Command::Apply => {
-            let Some(plan_file) = workspace.latest_plan() else {
+            let Some(saved) = workspace.latest_plan() else {
                 return Err(ApiError::Conflict(
                     "there is no saved plan to apply: call /terraform/plan first".into(),
                 ));
             };
+            if saved.tfvars_sha256 != workspace.tfvars_sha256() {
+                return Err(ApiError::Conflict(
+                    "the saved plan was made before terraform.tfvars last changed: \
+                     call /terraform/plan again, then apply"
+                        .into(),
+                ));
+            }
+            let plan_file = saved.path;
             let mut spec = terraform::job(
                 &state.config,
                 &workspace,
@@ -264,4 +276,35 @@ async fn run_revealing(
         }
     };
     answer.respond(&state, handle, options.run_async).await
+}
+
+/// `destroy` needs `"confirm": "<workspace name>"`; the other commands take
+/// no confirmation.
+fn check_confirmation(
+    command: Command,
+    confirm: Option<&str>,
+    workspace: &str,
+) -> Result<(), ApiError> {
+    match (command, confirm) {
+        (Command::Destroy, Some(given)) if given == workspace => Ok(()),
+        (Command::Destroy, Some(_)) => Err(ApiError::field(
+            "confirm",
+            format!(
+                "does not match the workspace: send {{\"confirm\": \"{workspace}\"}} to destroy \
+                 every resource of workspace '{workspace}'"
+            ),
+        )),
+        (Command::Destroy, None) => Err(ApiError::field(
+            "confirm",
+            format!(
+                "is required: destroy removes every resource of workspace '{workspace}'; \
+                 send {{\"confirm\": \"{workspace}\"}} to go ahead"
+            ),
+        )),
+        (_, Some(_)) => Err(ApiError::field(
+            "confirm",
+            format!("only destroy takes a confirmation, not {}", command.name()),
+        )),
+        (_, None) => Ok(()),
+    }
 }

@@ -23,6 +23,13 @@ pub struct Workspace {
     root: PathBuf,
 }
 
+/// A saved plan and the digest of the tfvars it was made from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedPlan {
+    pub path: PathBuf,
+    pub tfvars_sha256: String,
+}
+
 /// Files of a stack directory never copied into (or removed from) a workspace.
 const STACK_EXCLUDES: [&str; 6] = [
     ".terraform",
@@ -114,25 +121,45 @@ impl Workspace {
     }
 
     /// The saved plan `apply` would apply, if any.
-    pub fn latest_plan(&self) -> Option<PathBuf> {
-        let name = fs::read_to_string(self.plans_dir().join("latest")).ok()?;
-        let path = self.plans_dir().join(name.trim());
-        path.is_file().then_some(path)
+    pub fn latest_plan(&self) -> Option<SavedPlan> {
+        let marker = fs::read_to_string(self.plans_dir().join("latest")).ok()?;
+        let mut lines = marker.lines();
+        let path = self.plans_dir().join(lines.next()?.trim());
+        let tfvars_sha256 = lines.next().unwrap_or_default().trim().to_string();
+        path.is_file().then_some(SavedPlan {
+            path,
+            tfvars_sha256,
+        })
     }
 
-    pub fn set_latest_plan(&self, plan: &Path) -> io::Result<()> {
+    /// Records `plan` as the one to apply, made from the tfvars whose digest
+    /// is `tfvars_sha256`.
+    pub fn set_latest_plan(&self, plan: &Path, tfvars_sha256: &str) -> io::Result<()> {
         let name = plan
             .file_name()
+            .and_then(|n| n.to_str())
             .ok_or_else(|| io::Error::other("plan path has no file name"))?;
         // A marker, not data: after a crash the worst case is "plan again",
         // so it is renamed into place without an fsync (kept off apply's path).
-        replace(&self.plans_dir().join("latest"), name.as_encoded_bytes())
+        replace(
+            &self.plans_dir().join("latest"),
+            format!("{name}\n{tfvars_sha256}\n").as_bytes(),
+        )
+    }
+
+    /// The SHA-256 of `terraform.tfvars` in hex, or `none` without one.
+    pub fn tfvars_sha256(&self) -> String {
+        use sha2::Digest;
+        match fs::read(self.tfvars()) {
+            Ok(bytes) => hex::encode(sha2::Sha256::digest(&bytes)),
+            Err(_) => "none".to_string(),
+        }
     }
 
     /// Forgets the saved plan (after apply consumed it, or the inputs changed).
     pub fn clear_latest_plan(&self) {
         if let Some(plan) = self.latest_plan() {
-            let _ = fs::remove_file(plan);
+            let _ = fs::remove_file(plan.path);
         }
         let _ = fs::remove_file(self.plans_dir().join("latest"));
     }
@@ -280,8 +307,10 @@ mod tests {
         assert!(ws.latest_plan().is_none());
         let plan = ws.plan_file("job1");
         fs::write(&plan, "plan").unwrap();
-        ws.set_latest_plan(&plan).unwrap();
-        assert_eq!(ws.latest_plan(), Some(plan.clone()));
+        ws.set_latest_plan(&plan, "abc").unwrap();
+        let saved = ws.latest_plan().unwrap();
+        assert_eq!(saved.path, plan);
+        assert_eq!(saved.tfvars_sha256, "abc");
         ws.clear_latest_plan();
         assert!(ws.latest_plan().is_none());
         assert!(!plan.exists());

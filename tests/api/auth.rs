@@ -82,7 +82,8 @@ async fn each_scope_reaches_the_routes_of_its_level_and_below() {
         (Scope::Plan, "POST", "/terraform/init", 200),
         // Reaches the handler: there is no saved plan to apply.
         (Scope::Apply, "POST", "/terraform/apply", 409),
-        (Scope::Admin, "POST", "/terraform/destroy", 200),
+        // Reaches the handler: destroy without its confirmation.
+        (Scope::Admin, "POST", "/terraform/destroy", 400),
         // Not in the scope table: admin.
         (Scope::Admin, "GET", "/no/such/route", 404),
     ];

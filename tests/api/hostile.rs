@@ -247,6 +247,23 @@ fn corpus(app: &TestApp) -> Vec<Case> {
             format!("run version {version}"),
         ));
     }
+    // destroy: the confirmation must be the workspace's name, exactly.
+    for confirm in [
+        json!("default\u{0}"),
+        json!("default\n"),
+        json!(" default"),
+        json!("../default"),
+        json!("*"),
+        json!(true),
+        json!(["default"]),
+        json!({"name": "default"}),
+    ] {
+        cases.push(post(
+            "/terraform/destroy",
+            json!({"confirm": confirm}),
+            format!("destroy confirm {confirm}"),
+        ));
+    }
     for path in [
         "/ansible/run",
         "/terraform/init",

@@ -127,7 +127,9 @@ async fn a_replicating_cluster_is_built_checked_rerun_and_destroyed_through_the_
     // destroy whatever it built, then report its panic.
     let outcome = tokio::spawn(build_and_check(app.clone())).await;
     let started = Instant::now();
-    let destroy = app.post_empty("/terraform/destroy").await;
+    let destroy = app
+        .post("/terraform/destroy", json!({"confirm": "default"}))
+        .await;
     eprintln!(
         "e2e step destroy: {:.1}s -> {}",
         started.elapsed().as_secs_f64(),

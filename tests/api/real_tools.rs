@@ -63,7 +63,9 @@ async fn the_whole_terraform_flow_runs_on_real_terraform() {
     assert_eq!(replan.status, 200, "{:?}", replan.body);
     assert_eq!(replan.body["changes"], false);
 
-    let destroy = app.post_empty("/terraform/destroy").await;
+    let destroy = app
+        .post("/terraform/destroy", json!({"confirm": "default"}))
+        .await;
     assert_eq!(destroy.status, 200, "{:?}", destroy.body);
     let after = app.post_empty("/terraform/output").await;
     assert_eq!(after.status, 200);
@@ -216,5 +218,10 @@ async fn cancelling_a_real_apply_releases_the_state_lock() {
             .contains("Error acquiring the state lock")
     );
     assert_eq!(app.post_empty("/terraform/apply").await.status, 200);
-    assert_eq!(app.post_empty("/terraform/destroy").await.status, 200);
+    assert_eq!(
+        app.post("/terraform/destroy", json!({"confirm": "default"}))
+            .await
+            .status,
+        200
+    );
 }

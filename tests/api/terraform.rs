@@ -144,7 +144,9 @@ async fn init_plan_apply_destroy_run_with_the_documented_flags() {
             .contains("/terraform/plan")
     );
 
-    let destroy = app.post_empty("/terraform/destroy").await;
+    let destroy = app
+        .post("/terraform/destroy", json!({"confirm": "default"}))
+        .await;
     assert_eq!(destroy.status, 200, "{:?}", destroy.body);
     let argv = read_lines(&app.last_call().join("argv"));
     assert_eq!(
@@ -162,12 +164,80 @@ async fn apply_without_a_saved_plan_is_refused_and_runs_nothing() {
 }
 
 #[tokio::test]
-async fn generate_forgets_a_plan_made_from_older_variables() {
+async fn apply_refuses_a_plan_made_before_the_tfvars_changed() {
     let app = spawn_app().await;
     app.generate().await;
     assert_eq!(app.post_empty("/terraform/plan").await.status, 200);
-    app.generate().await;
+    let changed = app
+        .post(
+            "/terraform/generate",
+            json!({"bastion_key_pair": "bastion-key", "db_key_pair": "db-key", "replica_count": 3}),
+        )
+        .await;
+    assert_eq!(changed.status, 200, "{:?}", changed.body);
+    let calls = app.calls().len();
+
+    let stale = app.post_empty("/terraform/apply").await;
+    assert_eq!(stale.status, 409, "{:?}", stale.body);
+    let error = stale.body["error"].as_str().unwrap();
+    assert!(
+        error.contains("terraform.tfvars") && error.contains("plan again"),
+        "{error}"
+    );
+    // A hand edit counts too: the plan records the digest of the file.
+    assert_eq!(app.post_empty("/terraform/plan").await.status, 200);
+    let tfvars = app.workspace().join("terraform/terraform.tfvars");
+    let mut text = std::fs::read_to_string(&tfvars).unwrap();
+    text.push_str("replica_count = 1\n");
+    std::fs::write(&tfvars, text).unwrap();
     assert_eq!(app.post_empty("/terraform/apply").await.status, 409);
+    assert_eq!(app.calls().len(), calls + 1, "only the plan ran");
+
+    // Planned from the current variables, it applies; generating the same
+    // variables again leaves the plan valid.
+    app.generate().await;
+    assert_eq!(app.post_empty("/terraform/plan").await.status, 200);
+    app.generate().await;
+    let apply = app.post_empty("/terraform/apply").await;
+    assert_eq!(apply.status, 200, "{:?}", apply.body);
+}
+
+#[tokio::test]
+async fn destroy_needs_the_workspace_name_as_confirmation() {
+    let app = spawn_app().await;
+    app.generate().await;
+    for (body, reason) in [
+        (json!({}), "is required"),
+        (json!({"output": true}), "is required"),
+        (json!({"confirm": "prod"}), "does not match"),
+        (json!({"confirm": "Default"}), "does not match"),
+        (json!({"confirm": ""}), "does not match"),
+    ] {
+        let answer = app.post("/terraform/destroy", body.clone()).await;
+        assert_eq!(answer.status, 400, "{body}: {:?}", answer.body);
+        let field = answer.body["fields"]["confirm"].as_str().unwrap();
+        assert!(field.contains(reason), "{body}: {field}");
+        assert!(
+            field.contains(r#"{"confirm": "default"}"#),
+            "says what to send: {field}"
+        );
+    }
+    let not_a_string = app
+        .post("/terraform/destroy", json!({"confirm": true}))
+        .await;
+    assert_eq!(not_a_string.status, 400, "{:?}", not_a_string.body);
+    let elsewhere = app
+        .post("/terraform/plan", json!({"confirm": "default"}))
+        .await;
+    assert_eq!(elsewhere.status, 400, "{:?}", elsewhere.body);
+    assert!(elsewhere.body["fields"]["confirm"].is_string());
+    assert!(app.calls().is_empty(), "nothing ran without confirmation");
+
+    let confirmed = app
+        .post("/terraform/destroy", json!({"confirm": "default"}))
+        .await;
+    assert_eq!(confirmed.status, 200, "{:?}", confirmed.body);
+    assert_eq!(app.calls().len(), 1);
 }
 
 #[tokio::test]

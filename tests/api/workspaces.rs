@@ -101,9 +101,12 @@ async fn a_workspace_with_resources_in_its_state_is_not_deleted() {
     assert_eq!(refused.status(), 409);
     assert!(refused.text().await.unwrap().contains("destroy"));
     assert_eq!(
-        app.post_empty("/workspaces/temp/terraform/destroy")
-            .await
-            .status,
+        app.post(
+            "/workspaces/temp/terraform/destroy",
+            json!({"confirm": "temp"})
+        )
+        .await
+        .status,
         200
     );
     let deleted = app
