@@ -97,6 +97,9 @@ const ROUTES: &[(&str, &str, Access)] = &[
     ("POST", "/terraform/apply", Access::Needs(Scope::Apply)),
     ("POST", "/ansible/run", Access::Needs(Scope::Apply)),
     ("POST", "/jobs/{id}/cancel", Access::Needs(Scope::Apply)),
+    ("POST", "/deploy", Access::Needs(Scope::Apply)),
+    ("POST", "/deploy/resume", Access::Needs(Scope::Apply)),
+    ("GET", "/cluster", Access::Needs(Scope::Read)),
     ("POST", "/terraform/destroy", Access::Needs(Scope::Admin)),
 ];
 

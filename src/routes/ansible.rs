@@ -11,12 +11,12 @@ use serde_json::{Map, Value, json};
 use super::{DEFAULT_WORKSPACE, PreferAsync, RunAnswer, StartedBy, WorkspaceParam, details};
 use crate::domain::{HostAddress, KeyPath, PgSettingName, PgSettingValue, PostgresqlVersion};
 use crate::error::{ApiError, ApiJson, OptionalJson};
-use crate::runner::Secret;
+use crate::runner::{JobSpec, Secret};
 use crate::startup::AppState;
 use crate::store::JobStatus;
 use crate::tools::ansible::{playbook_job, vault_encrypt_job, vault_secrets};
 use crate::tools::terraform::{self, Command, Outputs};
-use crate::workspace::write_atomic;
+use crate::workspace::{Workspace, write_atomic};
 
 pub fn router() -> Router<AppState> {
     let mut router = Router::new().route("/ansible/vault", post(set_vault));
@@ -47,46 +47,7 @@ async fn configure(
             "the request body must be a JSON object with bastion_key_path, db_key_path and PostgreSQL settings",
         ));
     };
-    let mut problems = Map::new();
-    let mut key_path = |field: &str| -> Option<KeyPath> {
-        let result = match body.get(field) {
-            Some(Value::String(raw)) => KeyPath::parse(raw),
-            Some(_) => Err("must be a string".into()),
-            None => Err("is required".into()),
-        };
-        result
-            .map_err(|e| problems.insert(field.into(), json!(e)))
-            .ok()
-    };
-    let bastion_key = key_path("bastion_key_path");
-    let db_key = key_path("db_key_path");
-    let mut settings = Map::new();
-    for (name, value) in body
-        .iter()
-        .filter(|(k, _)| !KEY_FIELDS.contains(&k.as_str()))
-    {
-        if RUN_OPTIONS.contains(&name.as_str()) {
-            problems.insert(
-                name.clone(),
-                json!("is a run option, not a PostgreSQL setting: configure takes key paths and settings"),
-            );
-            continue;
-        }
-        match (PgSettingName::parse(name), PgSettingValue::parse(value)) {
-            (Ok(n), Ok(v)) => {
-                settings.insert(n.as_str().to_string(), json!(v.as_str()));
-            }
-            (Err(e), _) | (_, Err(e)) => {
-                problems.insert(name.clone(), json!(e));
-            }
-        }
-    }
-    let (Some(bastion_key), Some(db_key)) = (bastion_key, db_key) else {
-        return Err(ApiError::fields(problems));
-    };
-    if !problems.is_empty() {
-        return Err(ApiError::fields(problems));
-    }
+    let input = ConfigureInput::parse(&body)?;
 
     let _hold = state.hold_for_files(&workspace)?;
     workspace.ensure().map_err(ApiError::internal)?;
@@ -110,8 +71,82 @@ async fn configure(
     }
     // 400, as the original tool answered: the flow's previous steps are missing.
     let outputs = Outputs::parse(&output.stdout).map_err(ApiError::bad_request)?;
-    let cluster = Cluster::from_outputs(&outputs).map_err(ApiError::bad_request)?;
+    let inventory = write_configuration(&state, &workspace, &input, &outputs)?;
+    Ok(axum::Json(json!({
+        "message": "Ansible configuration completed successfully",
+        "job_id": output.job_id,
+        "inventory": inventory,
+        "settings": input.settings,
+    }))
+    .into_response())
+}
 
+/// A checked `configure` body: the key paths and the PostgreSQL settings.
+#[derive(Debug, Clone)]
+pub(crate) struct ConfigureInput {
+    bastion_key: KeyPath,
+    db_key: KeyPath,
+    settings: Map<String, Value>,
+}
+
+impl ConfigureInput {
+    /// Every problem at once, each named by its field.
+    pub(crate) fn parse(body: &Map<String, Value>) -> Result<ConfigureInput, ApiError> {
+        let mut problems = Map::new();
+        let mut key_path = |field: &str| -> Option<KeyPath> {
+            let result = match body.get(field) {
+                Some(Value::String(raw)) => KeyPath::parse(raw),
+                Some(_) => Err("must be a string".into()),
+                None => Err("is required".into()),
+            };
+            result
+                .map_err(|e| problems.insert(field.into(), json!(e)))
+                .ok()
+        };
+        let bastion_key = key_path("bastion_key_path");
+        let db_key = key_path("db_key_path");
+        let mut settings = Map::new();
+        for (name, value) in body
+            .iter()
+            .filter(|(k, _)| !KEY_FIELDS.contains(&k.as_str()))
+        {
+            if RUN_OPTIONS.contains(&name.as_str()) {
+                problems.insert(
+                    name.clone(),
+                    json!("is a run option, not a PostgreSQL setting: configure takes key paths and settings"),
+                );
+                continue;
+            }
+            match (PgSettingName::parse(name), PgSettingValue::parse(value)) {
+                (Ok(n), Ok(v)) => {
+                    settings.insert(n.as_str().to_string(), json!(v.as_str()));
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    problems.insert(name.clone(), json!(e));
+                }
+            }
+        }
+        match (bastion_key, db_key) {
+            (Some(bastion_key), Some(db_key)) if problems.is_empty() => Ok(ConfigureInput {
+                bastion_key,
+                db_key,
+                settings,
+            }),
+            _ => Err(ApiError::fields(problems)),
+        }
+    }
+}
+
+/// Writes `hosts.ini`, `ssh_config`, `ansible.cfg` and `postgresql.yml` for
+/// the cluster in terraform's outputs; returns the inventory. The caller
+/// holds the workspace.
+pub(crate) fn write_configuration(
+    state: &AppState,
+    workspace: &Workspace,
+    input: &ConfigureInput,
+    outputs: &Outputs,
+) -> Result<Value, ApiError> {
+    let cluster = Cluster::from_outputs(outputs).map_err(ApiError::bad_request)?;
     let dir = workspace.ansible_dir();
     let context = json!({
         "dir": dir,
@@ -123,11 +158,11 @@ async fn configure(
             "address": a.as_str(),
         })).collect::<Vec<_>>(),
         "ssh_user": cluster.ssh_user,
-        "bastion_key_path": bastion_key.as_str(),
-        "db_key_path": db_key.as_str(),
+        "bastion_key_path": input.bastion_key.as_str(),
+        "db_key_path": input.db_key.as_str(),
         "strict_host_key_checking": "accept-new",
         "control_path": control_path(),
-        "settings": settings,
+        "settings": input.settings,
         "stack_vars": cluster.stack_vars,
     });
     let mut files = Vec::new();
@@ -151,18 +186,11 @@ async fn configure(
     }
     // The hosts may be new machines on old addresses: learn their keys again.
     let _ = std::fs::remove_file(dir.join("known_hosts"));
-
-    Ok(axum::Json(json!({
-        "message": "Ansible configuration completed successfully",
-        "job_id": output.job_id,
-        "inventory": {
-            "bastion": cluster.bastion.as_str(),
-            "primary": cluster.primary.as_str(),
-            "replicas": cluster.replicas.iter().map(HostAddress::as_str).collect::<Vec<_>>(),
-        },
-        "settings": settings,
+    Ok(json!({
+        "bastion": cluster.bastion.as_str(),
+        "primary": cluster.primary.as_str(),
+        "replicas": cluster.replicas.iter().map(HostAddress::as_str).collect::<Vec<_>>(),
     }))
-    .into_response())
 }
 
 /// Where ssh keeps its shared connections. A Unix socket path holds at most
@@ -291,6 +319,33 @@ async fn run(
             PostgresqlVersion::parse(raw).map_err(|e| ApiError::field("postgresql_version", e))?
         }
     };
+    let request_record = json!({
+        "output": request.output,
+        "async": request.run_async,
+        "postgresql_version": version.get(),
+    });
+    let mut spec = playbook_spec(&state, &workspace, version, request_record).await?;
+    started_by.stamp(&mut spec);
+    spec.capture_stdout = request.output && !request.run_async;
+    let handle = state.submit(spec).await?;
+    RunAnswer {
+        success_message: "Ansible playbook executed successfully".into(),
+        failure_message: "Ansible playbook execution failed".into(),
+        include_output: request.output,
+        decorate: None,
+    }
+    .respond(&state, handle, request.run_async)
+    .await
+}
+
+/// The job that runs `site.yml`, once the vault password, the inventory and
+/// the vault file are there.
+pub(crate) async fn playbook_spec(
+    state: &AppState,
+    workspace: &Workspace,
+    version: PostgresqlVersion,
+    request: Value,
+) -> Result<JobSpec, ApiError> {
     let Some(password) = state.config.ansible_vault_password.clone() else {
         return Err(ApiError::bad_request(
             "ANSIBLE_VAULT_PASSWORD is not set in the server's environment",
@@ -307,30 +362,9 @@ async fn run(
             state.config.ansible_vault_file.display()
         )));
     }
-    let spec = playbook_job(
-        &state.config,
-        &workspace,
-        password.clone(),
-        version,
-        json!({
-            "output": request.output,
-            "async": request.run_async,
-            "postgresql_version": version.get(),
-        }),
-    );
-    let mut spec = spec;
-    started_by.stamp(&mut spec);
-    spec.capture_stdout = request.output && !request.run_async;
-    learn_vault_secrets(&state, &password).await;
-    let handle = state.submit(spec).await?;
-    RunAnswer {
-        success_message: "Ansible playbook executed successfully".into(),
-        failure_message: "Ansible playbook execution failed".into(),
-        include_output: request.output,
-        decorate: None,
-    }
-    .respond(&state, handle, request.run_async)
-    .await
+    let spec = playbook_job(&state.config, workspace, password.clone(), version, request);
+    learn_vault_secrets(state, &password).await;
+    Ok(spec)
 }
 
 /// Teaches the runner the vault's values (the replication password), so a

@@ -2,6 +2,7 @@
 //! to the runner; none of them spawns a process.
 
 pub mod ansible;
+pub mod deploy;
 pub mod health;
 pub mod jobs;
 pub mod terraform;
@@ -156,10 +157,7 @@ impl AppState {
 
     /// Submits a job, turning a busy workspace into a 409.
     pub async fn submit(&self, spec: JobSpec) -> Result<JobHandle, ApiError> {
-        self.runner.submit(spec).await.map_err(|err| match err {
-            SubmitError::Busy { workspace, holder } => busy(workspace, holder),
-            SubmitError::Store(err) => ApiError::internal(err),
-        })
+        self.runner.submit(spec).await.map_err(submit_error)
     }
 
     /// Holds the workspace while a request rewrites its files.
@@ -168,6 +166,14 @@ impl AppState {
             .locks()
             .acquire(workspace.name(), Holder::FileUpdate)
             .map_err(|holder| busy(workspace.name().to_string(), holder))
+    }
+}
+
+/// A job that could not start: a busy workspace is a 409.
+pub(crate) fn submit_error(err: SubmitError) -> ApiError {
+    match err {
+        SubmitError::Busy { workspace, holder } => busy(workspace, holder),
+        SubmitError::Store(err) => ApiError::internal(err),
     }
 }
 

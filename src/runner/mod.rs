@@ -7,9 +7,11 @@
 //! task: an HTTP client that goes away does not stop it.
 
 mod lines;
+mod pipeline;
 mod process;
 mod secret;
 
+pub use pipeline::{Pipeline, PipelineEnd, PipelineSpec};
 pub use process::capture_secret_output;
 pub use secret::{MASK, Redactor, Secret};
 
@@ -39,11 +41,13 @@ pub struct RunnerConfig {
     pub secret_env: Vec<String>,
 }
 
-/// Which tool log a job's lines also go to.
+/// Which log file a job's lines also go to.
 #[derive(Clone, Copy, Debug)]
 pub enum ToolLog {
     Terraform,
     Ansible,
+    /// The server's own log: a pipeline's lines about its steps.
+    Server,
 }
 
 /// Turns the raw end of a run into the job's result, or a reason it failed.
@@ -59,6 +63,9 @@ pub struct JobSpec {
     pub started_by: Option<String>,
     /// The request that started it (`x-request-id`).
     pub request_id: Option<String>,
+    /// The pipeline (a deploy) this job is a step of: it runs under the
+    /// pipeline's hold on the workspace.
+    pub parent: Option<JobId>,
     pub program: PathBuf,
     pub args: Vec<OsString>,
     pub cwd: PathBuf,
@@ -226,7 +233,10 @@ impl Runner {
     /// Records the job, takes the workspace lock if it mutates, and starts it.
     pub async fn submit(&self, spec: JobSpec) -> Result<JobHandle, SubmitError> {
         let id = JobId::new();
-        let guard = if spec.kind.is_mutating() {
+        let held_by_parent = spec.parent.is_some_and(|parent| {
+            self.inner.locks.holder(&spec.workspace) == Some(Holder::Job(parent))
+        });
+        let guard = if spec.kind.is_mutating() && !held_by_parent {
             Some(
                 self.inner
                     .locks
@@ -508,6 +518,7 @@ impl Sink {
             ToolLog::Ansible => {
                 tracing::info!(target: "ansible_output", job_id = %id, stream = ?stream, "{text}")
             }
+            ToolLog::Server => tracing::info!(job_id = %id, "{text}"),
         }
         // The runner's own lines reach the caller as the job's error instead.
         let tail = match stream {

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
+use serde_json::Value;
 use time::OffsetDateTime;
 
 use super::{
@@ -70,6 +71,11 @@ impl JobStore for MemoryStore {
         job.error = completion.error;
         job.finished_at = Some(at);
         job.duration_ms = Some(duration_ms(job.started_at.unwrap_or(job.created_at), at));
+        Ok(())
+    }
+
+    async fn set_result(&self, id: JobId, result: Value) -> Result<(), StoreError> {
+        self.inner.lock().unwrap().job(id)?.result = Some(result);
         Ok(())
     }
 

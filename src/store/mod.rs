@@ -61,10 +61,16 @@ pub enum JobKind {
     AnsibleRun,
     #[serde(rename = "ansible.vault")]
     AnsibleVault,
+    /// generate → init → plan → apply → output → configure → run, as steps.
+    #[serde(rename = "deploy")]
+    Deploy,
+    /// A read-only look at the cluster's replication (`/cluster`).
+    #[serde(rename = "ansible.status")]
+    AnsibleStatus,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 7] = [
+    pub const ALL: [JobKind; 9] = [
         JobKind::TerraformInit,
         JobKind::TerraformPlan,
         JobKind::TerraformApply,
@@ -72,6 +78,8 @@ impl JobKind {
         JobKind::TerraformOutput,
         JobKind::AnsibleRun,
         JobKind::AnsibleVault,
+        JobKind::Deploy,
+        JobKind::AnsibleStatus,
     ];
 
     pub fn parse(text: &str) -> Option<JobKind> {
@@ -81,7 +89,7 @@ impl JobKind {
     /// Whether the job changes the workspace or the cluster, and so needs the
     /// workspace lock.
     pub fn is_mutating(self) -> bool {
-        !matches!(self, JobKind::TerraformOutput)
+        !matches!(self, JobKind::TerraformOutput | JobKind::AnsibleStatus)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -93,6 +101,8 @@ impl JobKind {
             JobKind::TerraformOutput => "terraform.output",
             JobKind::AnsibleRun => "ansible.run",
             JobKind::AnsibleVault => "ansible.vault",
+            JobKind::Deploy => "deploy",
+            JobKind::AnsibleStatus => "ansible.status",
         }
     }
 }
@@ -281,6 +291,8 @@ pub trait JobStore: Send + Sync + 'static {
         completion: Completion,
         at: OffsetDateTime,
     ) -> Result<(), StoreError>;
+    /// Records a running job's progress (a deploy's steps) as its result.
+    async fn set_result(&self, id: JobId, result: Value) -> Result<(), StoreError>;
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError>;
     async fn list(&self, filter: &JobFilter) -> Result<JobPage, StoreError>;
     /// Appends lines, already numbered by the runner, in order.

@@ -225,6 +225,20 @@ impl JobStore for SqliteStore {
         .await
     }
 
+    async fn set_result(&self, id: JobId, result: Value) -> Result<(), StoreError> {
+        self.with(move |conn| {
+            let updated = conn.execute(
+                "UPDATE jobs SET result = ?2 WHERE id = ?1",
+                params![id.to_string(), result.to_string()],
+            )?;
+            if updated == 0 {
+                return Err(StoreError::NotFound(id));
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
         self.with(move |conn| {
             Ok(conn

@@ -48,6 +48,7 @@ pub fn playbook_job(
         request,
         started_by: None,
         request_id: None,
+        parent: None,
         program: config.ansible_playbook_binary.clone(),
         args,
         cwd: absolute(&config.ansible_dir),
@@ -100,6 +101,7 @@ pub fn vault_encrypt_job(
         request: json!({ "vault_file": config.ansible_vault_file }),
         started_by: None,
         request_id: None,
+        parent: None,
         program: vault_binary(config),
         args: vec![
             "encrypt".into(),

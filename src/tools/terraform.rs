@@ -86,6 +86,7 @@ pub fn job(
         request,
         started_by: None,
         request_id: None,
+        parent: None,
         program: config.terraform_binary.clone(),
         args,
         cwd: workspace.terraform_dir(),
