@@ -108,6 +108,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::health::router())
         .merge(routes::workspaces::router())
         .merge(routes::deploy::router())
+        .merge(routes::cluster::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(

@@ -2,6 +2,7 @@
 //! to the runner; none of them spawns a process.
 
 pub mod ansible;
+pub mod cluster;
 pub mod deploy;
 pub mod health;
 pub mod jobs;

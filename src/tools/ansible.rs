@@ -72,6 +72,42 @@ pub fn playbook_job(
     }
 }
 
+/// Builds the read-only status job: `status.yml` reads replication state
+/// from every DB host and writes it as JSON to `report_file`. No vault.
+pub fn status_job(
+    config: &Config,
+    workspace: &Workspace,
+    version: PostgresqlVersion,
+    report_file: &std::path::Path,
+    request: Value,
+) -> JobSpec {
+    let dir = workspace.ansible_dir();
+    let mut vars_file = OsString::from("@");
+    vars_file.push(dir.join("postgresql.yml"));
+    let args: Vec<OsString> = vec![
+        absolute(&config.ansible_dir.join("status.yml")).into(),
+        "-i".into(),
+        dir.join("hosts.ini").into(),
+        "-e".into(),
+        vars_file,
+        "-e".into(),
+        json!({ "postgresql_version": version.get(), "pgcluster_status_file": report_file })
+            .to_string()
+            .into(),
+    ];
+    let mut spec = playbook_job(
+        config,
+        workspace,
+        Secret::new(String::new()),
+        version,
+        request,
+    );
+    spec.kind = JobKind::AnsibleStatus;
+    spec.args = args;
+    spec.secret_input = None;
+    spec
+}
+
 fn absolute(path: &std::path::Path) -> std::path::PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }

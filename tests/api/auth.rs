@@ -79,12 +79,19 @@ async fn each_scope_reaches_the_routes_of_its_level_and_below() {
     // (scope the route needs, method, path, status when allowed)
     let routes = [
         (Scope::Read, "GET", "/jobs", 200),
+        // Reaches the handler: there is no inventory yet.
+        (Scope::Read, "GET", "/cluster", 409),
         (Scope::Plan, "POST", "/terraform/init", 200),
         // Reaches the handler: there is no saved plan to apply.
         (Scope::Apply, "POST", "/terraform/apply", 409),
         // Reaches the handler: a deploy without its variables.
         (Scope::Apply, "POST", "/deploy", 400),
-        (Scope::Apply, "POST", "/workspaces/default/deploy/resume", 409),
+        (
+            Scope::Apply,
+            "POST",
+            "/workspaces/default/deploy/resume",
+            409,
+        ),
         // Reaches the handler: destroy without its confirmation.
         (Scope::Admin, "POST", "/terraform/destroy", 400),
         // Not in the scope table: admin.

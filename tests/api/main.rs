@@ -4,6 +4,7 @@
 
 mod ansible;
 mod auth;
+mod cluster;
 mod deploy;
 mod helpers;
 mod hostile;

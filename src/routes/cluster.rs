@@ -1,0 +1,321 @@
+//! `GET /cluster`: the hosts and each replica's replication state and lag,
+//! read from the cluster itself (PostgreSQL's own views, through the
+//! bastion) by a read-only playbook.
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::{StartedBy, WorkspaceParam, details};
+use crate::domain::PostgresqlVersion;
+use crate::error::{ApiError, ApiQuery};
+use crate::startup::AppState;
+use crate::store::{JobFilter, JobKind, JobStatus};
+use crate::tools::ansible::status_job;
+use crate::workspace::Workspace;
+
+pub fn router() -> Router<AppState> {
+    let mut router = Router::new();
+    for prefix in ["", "/workspaces/{name}"] {
+        router = router.route(&format!("{prefix}/cluster"), get(cluster_status));
+    }
+    router
+}
+
+/// `?postgresql_version=N`: by default the version of the workspace's last
+/// successful run.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterQuery {
+    postgresql_version: Option<String>,
+}
+
+async fn cluster_status(
+    State(state): State<AppState>,
+    WorkspaceParam(workspace): WorkspaceParam,
+    started_by: StartedBy,
+    ApiQuery(query): ApiQuery<ClusterQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let version = match &query.postgresql_version {
+        Some(raw) => PostgresqlVersion::parse(&json!(raw))
+            .map_err(|e| ApiError::field("postgresql_version", e))?,
+        None => last_run_version(&state, &workspace).await?,
+    };
+    if !workspace.ansible_dir().join("hosts.ini").is_file() {
+        return Err(ApiError::Conflict(
+            "there is no inventory yet: call /ansible/configure (or /deploy) first".into(),
+        ));
+    }
+    let report_file = workspace
+        .ansible_dir()
+        .join("tmp")
+        .join(format!("status-{}.json", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(workspace.ansible_dir().join("tmp")).map_err(ApiError::internal)?;
+    let mut spec = status_job(
+        &state.config,
+        &workspace,
+        version,
+        &report_file,
+        json!({ "postgresql_version": version.get() }),
+    );
+    started_by.stamp(&mut spec);
+    let output = state.submit(spec).await?.wait().await;
+    let report = std::fs::read(&report_file);
+    let _ = std::fs::remove_file(&report_file);
+    if output.status != JobStatus::Succeeded {
+        return Err(ApiError::ToolFailed {
+            error: "Reading the cluster's state failed".into(),
+            details: details(&output),
+            job_id: output.job_id,
+            status: output.status.as_str().into(),
+        });
+    }
+    let report: Value = report
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .ok_or_else(|| {
+            ApiError::internal(format!(
+                "status job {} wrote no readable report",
+                output.job_id
+            ))
+        })?;
+    let mut body = ClusterReport::from_report(&report).into_json();
+    body.insert("workspace".into(), json!(workspace.name()));
+    body.insert("job_id".into(), json!(output.job_id));
+    body.insert("postgresql_version".into(), json!(version.get()));
+    Ok(Json(Value::Object(body)))
+}
+
+/// The version the workspace's last successful `ansible/run` (or deploy)
+/// installed.
+async fn last_run_version(
+    state: &AppState,
+    workspace: &Workspace,
+) -> Result<PostgresqlVersion, ApiError> {
+    let filter = JobFilter {
+        workspace: Some(workspace.name().to_string()),
+        kind: Some(JobKind::AnsibleRun),
+        status: Some(JobStatus::Succeeded),
+        limit: 1,
+        ..JobFilter::default()
+    };
+    let page = state
+        .runner
+        .store()
+        .list(&filter)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(page
+        .jobs
+        .first()
+        .and_then(|job| job.request.get("postgresql_version"))
+        .and_then(|v| PostgresqlVersion::parse(v).ok())
+        .unwrap_or(PostgresqlVersion::DEFAULT))
+}
+
+/// The cluster as the answer shows it: each host with what it reported, and
+/// each replica joined with the primary's row for it.
+struct ClusterReport {
+    primary: Value,
+    replicas: Vec<Value>,
+    /// Standbys the primary streams to that are not in the inventory.
+    unknown_standbys: Vec<Value>,
+    problems: Vec<String>,
+}
+
+impl ClusterReport {
+    fn from_report(report: &Value) -> ClusterReport {
+        let address = |name: &str| {
+            report["addresses"]
+                .get(name)
+                .cloned()
+                .unwrap_or(Value::Null)
+        };
+        let mut problems = Vec::new();
+
+        let (primary_name, primary_report) = report["primary"]
+            .as_object()
+            .and_then(|m| m.iter().next())
+            .map(|(name, r)| (name.clone(), r.clone()))
+            .unwrap_or_default();
+        let mut primary = host(&primary_name, address(&primary_name), &primary_report);
+        primary.remove("standbys");
+        primary.remove("slots");
+        match host_problem(&primary_report) {
+            Some(problem) => problems.push(format!("{primary_name}: {problem}")),
+            None if primary_report["in_recovery"] == true => {
+                problems.push(format!("{primary_name}: is in recovery, not a primary"));
+            }
+            None => {}
+        }
+        let standbys: Vec<Value> = primary_report["standbys"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let slots: Vec<Value> = primary_report["slots"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+
+        let mut replicas = Vec::new();
+        let inventory: Vec<(String, Value)> = report["replicas"]
+            .as_object()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        for (name, own) in &inventory {
+            let mut replica = host(name, address(name), own);
+            let row = standbys
+                .iter()
+                .find(|s| s["application_name"] == name.as_str());
+            let state = row.map(|r| r["state"].clone()).unwrap_or(Value::Null);
+            replica.insert("state".into(), state.clone());
+            for key in [
+                "sync_state",
+                "client_addr",
+                "sent_lsn",
+                "lag_bytes",
+                "write_lag_seconds",
+                "flush_lag_seconds",
+                "replay_lag_seconds",
+            ] {
+                replica.insert(
+                    key.into(),
+                    row.map(|r| r[key].clone()).unwrap_or(Value::Null),
+                );
+            }
+            let slot_name = own["wal_receiver"]["slot_name"].as_str();
+            let slot = slots
+                .iter()
+                .find(|s| slot_name.is_some_and(|n| s["slot_name"] == n))
+                .cloned()
+                .unwrap_or(Value::Null);
+            replica.insert("slot".into(), slot);
+            match host_problem(own) {
+                Some(problem) => problems.push(format!("{name}: {problem}")),
+                None if own["in_recovery"] != true => {
+                    problems.push(format!("{name}: is not in recovery (not a replica)"));
+                }
+                None if state != "streaming" => problems.push(format!(
+                    "{name}: not streaming from the primary (state: {})",
+                    state.as_str().unwrap_or("not connected")
+                )),
+                None => {}
+            }
+            replicas.push(Value::Object(replica));
+        }
+        let unknown_standbys = standbys
+            .iter()
+            .filter(|s| {
+                !inventory
+                    .iter()
+                    .any(|(name, _)| s["application_name"] == name.as_str())
+            })
+            .cloned()
+            .collect();
+        ClusterReport {
+            primary: Value::Object(primary),
+            replicas,
+            unknown_standbys,
+            problems,
+        }
+    }
+
+    fn into_json(self) -> Map<String, Value> {
+        let mut body = Map::new();
+        body.insert("healthy".into(), json!(self.problems.is_empty()));
+        body.insert("problems".into(), json!(self.problems));
+        body.insert("primary".into(), self.primary);
+        body.insert("replicas".into(), json!(self.replicas));
+        body.insert("unknown_standbys".into(), json!(self.unknown_standbys));
+        body
+    }
+}
+
+/// A host's name, address, reachability and what it reported of itself.
+fn host(name: &str, address: Value, own: &Value) -> Map<String, Value> {
+    let mut host = Map::new();
+    host.insert("name".into(), json!(name));
+    host.insert("address".into(), address);
+    host.insert("reachable".into(), json!(!own.is_null()));
+    if let Value::Object(fields) = own {
+        for (key, value) in fields {
+            if key == "wal_receiver" {
+                host.insert("wal_receiver_status".into(), value["status"].clone());
+            } else {
+                host.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    host
+}
+
+fn host_problem(own: &Value) -> Option<String> {
+    if own.is_null() {
+        return Some("unreachable".into());
+    }
+    own.get("error")
+        .map(|e| format!("PostgreSQL did not answer: {}", e.as_str().unwrap_or("")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> Value {
+        json!({
+            "addresses": {"primary1": "10.0.1.10", "replica1": "10.0.2.11", "replica2": "10.0.2.12"},
+            "primary": {"primary1": {
+                "in_recovery": false, "server_version": "15.8", "current_wal_lsn": "0/3000148",
+                "standbys": [
+                    {"application_name": "replica1", "state": "streaming", "sync_state": "async",
+                     "lag_bytes": 0, "replay_lag_seconds": 0.001},
+                    {"application_name": "old9", "state": "streaming"}
+                ],
+                "slots": [{"slot_name": "pgc_replica1", "active": true, "retained_bytes": 0}]
+            }},
+            "replicas": {
+                "replica1": {"in_recovery": true, "replay_lsn": "0/3000148",
+                             "wal_receiver": {"status": "streaming", "slot_name": "pgc_replica1"}},
+                "replica2": null
+            }
+        })
+    }
+
+    #[test]
+    fn a_replica_is_joined_with_the_primarys_row_and_its_slot() {
+        let body = ClusterReport::from_report(&report()).into_json();
+        let replica = &body["replicas"][0];
+        assert_eq!(replica["name"], "replica1");
+        assert_eq!(replica["address"], "10.0.2.11");
+        assert_eq!(replica["state"], "streaming");
+        assert_eq!(replica["lag_bytes"], 0);
+        assert_eq!(replica["slot"]["slot_name"], "pgc_replica1");
+        assert_eq!(replica["wal_receiver_status"], "streaming");
+        assert_eq!(body["primary"]["address"], "10.0.1.10");
+        assert!(body["primary"].get("standbys").is_none());
+    }
+
+    #[test]
+    fn an_unreachable_replica_makes_the_cluster_unhealthy() {
+        let body = ClusterReport::from_report(&report()).into_json();
+        assert_eq!(body["healthy"], false);
+        assert_eq!(body["replicas"][1]["reachable"], false);
+        assert_eq!(body["problems"], json!(["replica2: unreachable"]));
+        assert_eq!(body["unknown_standbys"][0]["application_name"], "old9");
+    }
+
+    #[test]
+    fn a_replica_out_of_recovery_is_a_problem() {
+        let mut r = report();
+        r["replicas"]["replica2"] = json!({"in_recovery": false});
+        let body = ClusterReport::from_report(&r).into_json();
+        let problems = body["problems"].as_array().unwrap();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p == "replica2: is not in recovery (not a replica)")
+        );
+    }
+}
