@@ -1,8 +1,11 @@
 //! End to end, through the HTTP API only: the local lab stack (network
 //! namespaces with sshd, root needed) and the real playbook build a primary
 //! and two streaming replicas; an independent check reads replication state
-//! with psql through the bastion; a second run changes nothing; destroy
-//! leaves nothing behind. Each step's wall time is printed.
+//! with psql through the bastion, and `/cluster` reports it; a second run
+//! changes nothing; a second workspace is deployed beside it with one
+//! `/deploy`, which fails at run on a vault made with another password and
+//! is resumed after `/ansible/vault` fixes it; destroy leaves nothing
+//! behind. Each step's wall time is printed.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -14,6 +17,10 @@ use crate::helpers::*;
 
 const ENVIRONMENT: &str = "e2e";
 const NETWORK_INDEX: u32 = 42;
+/// The second workspace's lab, side by side with the first.
+const SIDE_WORKSPACE: &str = "side";
+const SIDE_ENVIRONMENT: &str = "e2eside";
+const SIDE_NETWORK_INDEX: u32 = 43;
 const LAB_ROOT: &str = "/var/lib/pgcluster-lab";
 
 fn skip_reason() -> Option<String> {
@@ -96,7 +103,10 @@ fn lab_namespaces() -> Vec<String> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with(&format!("pgc-{ENVIRONMENT}-")))
+        .filter(|n| {
+            n.starts_with(&format!("pgc-{ENVIRONMENT}-"))
+                || n.starts_with(&format!("pgc-{SIDE_ENVIRONMENT}-"))
+        })
         .map(String::from)
         .collect()
 }
@@ -126,6 +136,20 @@ async fn a_replicating_cluster_is_built_checked_rerun_and_destroyed_through_the_
     // A failed check must not leave the lab behind: run the steps in a task,
     // destroy whatever it built, then report its panic.
     let outcome = tokio::spawn(build_and_check(app.clone())).await;
+    if app
+        .get(&format!("/workspaces/{SIDE_WORKSPACE}/cluster"))
+        .await
+        .status
+        != 404
+    {
+        let side = app
+            .post(
+                &format!("/workspaces/{SIDE_WORKSPACE}/terraform/destroy"),
+                json!({"confirm": SIDE_WORKSPACE}),
+            )
+            .await;
+        assert_eq!(side.status, 200, "{:?}", side.body);
+    }
     let started = Instant::now();
     let destroy = app
         .post("/terraform/destroy", json!({"confirm": "default"}))
@@ -154,8 +178,9 @@ async fn a_replicating_cluster_is_built_checked_rerun_and_destroyed_through_the_
     let leftovers: Vec<String> = String::from_utf8_lossy(&ps.stdout)
         .lines()
         .filter(|l| {
-            l.contains(&format!("{LAB_ROOT}/{ENVIRONMENT}/"))
-                || l.contains(&format!("pgc-{ENVIRONMENT}-"))
+            [ENVIRONMENT, SIDE_ENVIRONMENT].iter().any(|env| {
+                l.contains(&format!("{LAB_ROOT}/{env}/")) || l.contains(&format!("pgc-{env}-"))
+            })
         })
         .map(String::from)
         .collect();
@@ -221,7 +246,134 @@ async fn build_and_check(app: Arc<TestApp>) -> Vec<(String, f64)> {
             started.elapsed().as_secs_f64(),
         ));
     }
+
+    side_by_side(&app, &mut t, &keys).await;
     t.0
+}
+
+/// A second workspace on its own lab, deployed with one call while the
+/// first cluster runs: the deploy stops at run on a vault encrypted with
+/// another password, and resumes from run once `/ansible/vault` rewrote it.
+async fn side_by_side(app: &TestApp, t: &mut Timer, keys: &std::path::Path) {
+    let key = |name: &str| keys.join(name).display().to_string();
+    t.step(
+        "create workspace",
+        app.post(
+            "/workspaces",
+            json!({"name": SIDE_WORKSPACE, "stack": "local"}),
+        ),
+    )
+    .await;
+    // A vault made with a password the server does not have.
+    let vault_file = app.root.path().join("vault.yml");
+    let other_password = app.root.path().join("other-password");
+    std::fs::write(&other_password, "not-the-server-password\n").unwrap();
+    let plain = app.root.path().join("vault-plain.yml");
+    std::fs::write(
+        &plain,
+        "replication_password: \"e2e-replication-Secret-7\"\n",
+    )
+    .unwrap();
+    let playbook =
+        std::env::var("ANSIBLE_PLAYBOOK_BINARY").unwrap_or_else(|_| "ansible-playbook".into());
+    let vault_binary = std::path::Path::new(&playbook).with_file_name("ansible-vault");
+    let encrypted = Command::new(&vault_binary)
+        .arg("encrypt")
+        .arg("--vault-password-file")
+        .arg(&other_password)
+        .arg("--output")
+        .arg(&vault_file)
+        .arg(&plain)
+        .output()
+        .expect("ansible-vault runs");
+    assert!(
+        encrypted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&encrypted.stderr)
+    );
+
+    let version = installed_postgresql();
+    let body = json!({
+        "variables": {
+            "bastion_key_pair": key("bastion.pub"), "db_key_pair": key("db.pub"),
+            "replica_count": 1, "environment": SIDE_ENVIRONMENT,
+            "network_index": SIDE_NETWORK_INDEX,
+        },
+        "configure": {"bastion_key_path": key("bastion"), "db_key_path": key("db"), "max_connections": "55"},
+        "postgresql_version": version,
+    });
+    let path = format!("/workspaces/{SIDE_WORKSPACE}/deploy");
+    let started = Instant::now();
+    let failed = app.post(&path, body).await;
+    t.0.push((
+        "deploy (fails at run)".into(),
+        started.elapsed().as_secs_f64(),
+    ));
+    assert_eq!(failed.status, 400, "{:?}", failed.body);
+    assert_eq!(failed.body["failed_step"], "run", "{:?}", failed.body);
+    let details = failed.body["details"].as_str().unwrap();
+    assert!(details.to_lowercase().contains("decrypt"), "{details}");
+
+    t.step(
+        "vault fixed",
+        app.post(
+            "/ansible/vault",
+            json!({"replication_password": "e2e-replication-Secret-7"}),
+        ),
+    )
+    .await;
+    let resumed = t
+        .step(
+            "deploy resumed at run",
+            app.post_empty(&format!("{path}/resume")),
+        )
+        .await;
+    let statuses: Vec<&str> = resumed.body["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "skipped",
+            "skipped",
+            "skipped",
+            "skipped",
+            "skipped",
+            "skipped",
+            "succeeded"
+        ]
+    );
+
+    // Both clusters run side by side, each healthy with its own hosts.
+    let side = t
+        .step(
+            "side cluster",
+            app.get(&format!("/workspaces/{SIDE_WORKSPACE}/cluster")),
+        )
+        .await;
+    assert_eq!(side.body["healthy"], true, "{:?}", side.body);
+    assert_eq!(side.body["replicas"].as_array().unwrap().len(), 1);
+    let first = t.step("first cluster", app.get("/cluster")).await;
+    assert_eq!(first.body["healthy"], true, "{:?}", first.body);
+    assert_eq!(first.body["replicas"].as_array().unwrap().len(), 3);
+    assert_ne!(
+        side.body["primary"]["address"],
+        first.body["primary"]["address"]
+    );
+
+    let destroyed = t
+        .step(
+            "side destroy",
+            app.post(
+                &format!("/workspaces/{SIDE_WORKSPACE}/terraform/destroy"),
+                json!({"confirm": SIDE_WORKSPACE}),
+            ),
+        )
+        .await;
+    assert_eq!(destroyed.status, 200);
 }
 
 /// generate → plan → apply → output → configure → run, for `count` replicas.
@@ -364,5 +516,20 @@ async fn check_cluster(app: &TestApp, primary: &str, replicas: &[String]) {
     for (host, address) in nodes {
         let (_, value) = psql(&ssh_config, &host, &address, "show max_connections");
         assert_eq!(value, "77", "max_connections on {host}");
+    }
+
+    // The API's own view agrees.
+    let cluster = app.get("/cluster").await;
+    assert_eq!(cluster.status, 200, "{:?}", cluster.body);
+    assert_eq!(cluster.body["healthy"], true, "{:?}", cluster.body);
+    assert_eq!(cluster.body["primary"]["address"], primary);
+    let reported = cluster.body["replicas"].as_array().unwrap();
+    assert_eq!(reported.len(), replicas.len());
+    for (replica, address) in reported.iter().zip(replicas) {
+        assert_eq!(replica["address"], address.as_str());
+        assert_eq!(replica["state"], "streaming", "{replica}");
+        assert_eq!(replica["in_recovery"], true, "{replica}");
+        assert!(replica["lag_bytes"].is_number(), "{replica}");
+        assert_eq!(replica["slot"]["active"], true, "{replica}");
     }
 }
