@@ -4,7 +4,8 @@
 #     mirror and ansible-core, into .tools/ (scripts/tools.sh);
 #   - as root, the lab's system packages (openssh-server, PostgreSQL,
 #     iproute2) for the end-to-end test of a replicating cluster;
-#   - then formatting, lints and the whole test suite.
+#   - then formatting, lints, the dependency audit (scripts/audit.sh) and
+#     the whole test suite.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -30,4 +31,5 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
+bash scripts/audit.sh
 cargo test --locked --all-targets
