@@ -302,8 +302,86 @@ fn corpus(app: &TestApp) -> Vec<Case> {
         "vault number",
     ));
 
+    // deploy: the generate and configure bodies inside it, and its own shape.
+    let good_key = key_file(app, "deploy_key");
+    let deploy = |variables: Value, configure: Value| json!({"variables": variables, "configure": configure, "postgresql_version": 15});
+    let good_configure = || json!({"bastion_key_path": good_key, "db_key_path": good_key});
+    for s in HOSTILE_STRINGS {
+        let mut variables = base();
+        variables["environment"] = json!(s);
+        cases.push(post(
+            "/deploy",
+            deploy(variables, good_configure()),
+            format!("deploy variables.environment {s:?}"),
+        ));
+        let mut configure = good_configure();
+        configure["db_key_path"] = json!(s);
+        cases.push(post(
+            "/deploy",
+            deploy(base(), configure),
+            format!("deploy configure.db_key_path {s:?}"),
+        ));
+    }
+    for value in [
+        "{{ lookup('pipe', 'id') }}",
+        "{% raw %}",
+        "4MB\nshared_preload_libraries = 'evil'",
+        "nul\u{0}",
+        "a\u{2028}b",
+    ] {
+        let mut configure = good_configure();
+        configure["work_mem"] = json!(value);
+        cases.push(post(
+            "/deploy",
+            deploy(base(), configure),
+            format!("deploy configure.work_mem {value:?}"),
+        ));
+    }
+    for body in [
+        json!({"variables": base()}),
+        json!({"configure": good_configure()}),
+        json!({"variables": "x", "configure": good_configure()}),
+        json!({"variables": base(), "configure": [1]}),
+        json!({"variables": base(), "configure": good_configure(), "postgresql_version": "16; id"}),
+        json!({"variables": base(), "configure": good_configure(), "async": 1}),
+        json!({"variables": base(), "configure": good_configure(), "resume": true}),
+    ] {
+        cases.push(post(
+            "/deploy",
+            body.clone(),
+            format!("deploy shape {body}"),
+        ));
+    }
+    for body in [json!({"async": "yes"}), json!({"from": "run"}), json!([])] {
+        cases.push(post(
+            "/deploy/resume",
+            body.clone(),
+            format!("deploy resume {body}"),
+        ));
+    }
+    for path in [
+        "/cluster?postgresql_version=9",
+        "/cluster?postgresql_version=%24(id)",
+        "/cluster?postgresql_version=15%0A",
+        "/cluster?host=primary1",
+        "/workspaces/..%2F..%2Fetc/cluster",
+        "/workspaces/nope/cluster",
+    ] {
+        cases.push(Case {
+            method: "GET",
+            path: path.into(),
+            body: Body::Json(Value::Null),
+            label: format!("GET {path}"),
+        });
+    }
+
     // Bodies that are not JSON objects at all.
-    for path in ["/terraform/generate", "/ansible/configure", "/ansible/run"] {
+    for path in [
+        "/terraform/generate",
+        "/ansible/configure",
+        "/ansible/run",
+        "/deploy",
+    ] {
         cases.push(Case {
             method: "POST",
             path: path.into(),
