@@ -12,9 +12,10 @@
 use std::sync::OnceLock;
 
 use axum::http::Method;
+use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::{Operation, PathItem};
 use utoipa::openapi::response::{Response, ResponseBuilder};
-use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaFormat, Type};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaFormat, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{Content, OpenApi, Ref, RefOr};
 use utoipa::{IntoParams, OpenApi as _, PartialSchema, ToResponse, ToSchema};
@@ -114,6 +115,7 @@ pub fn finish(mut doc: OpenApi) -> OpenApi {
     );
     for (path, item) in doc.paths.paths.iter_mut() {
         for (method, operation) in operations(item) {
+            optional_body_is_not_null(operation);
             if path.starts_with(&format!("{WORKSPACE_PREFIX}/")) {
                 in_workspace(operation);
             }
@@ -126,7 +128,73 @@ pub fn finish(mut doc: OpenApi) -> OpenApi {
             add_response::<BadHost>(operation, "400");
         }
     }
+    add_links(&mut doc);
     doc
+}
+
+/// Links (for readers and for tools that follow them): from the accepted job
+/// to every `/jobs/{id}` route, and from a created workspace to every route
+/// under `/workspaces/{name}`.
+fn add_links(doc: &mut OpenApi) {
+    let mut targets = |prefix: &str, param: &str, from: &str| {
+        let mut links = Vec::new();
+        for (path, item) in doc.paths.paths.iter_mut() {
+            if !(path == prefix || path.starts_with(&format!("{prefix}/"))) {
+                continue;
+            }
+            for (_, operation) in operations(item) {
+                if let Some(id) = &operation.operation_id {
+                    let link = LinkBuilder::new()
+                        .operation_id(id)
+                        .parameter(param, from)
+                        .build();
+                    links.push((id.clone(), RefOr::T(link)));
+                }
+            }
+        }
+        links
+    };
+    let job_links = targets("/jobs/{id}", "id", "$response.body#/job_id");
+    let workspace_links = targets(WORKSPACE_PREFIX, "name", "$response.body#/name");
+    let components = doc.components.get_or_insert_with(Default::default);
+    if let Some(RefOr::T(accepted)) = components.responses.get_mut("Accepted") {
+        accepted.links.extend(job_links);
+    }
+    let created = doc
+        .paths
+        .paths
+        .get_mut("/workspaces")
+        .and_then(|item| item.post.as_mut())
+        .and_then(|operation| operation.responses.responses.get_mut("201"));
+    if let Some(RefOr::T(created)) = created {
+        created.links.extend(workspace_links);
+    }
+}
+
+/// A body that may be omitted is declared `Option<T>`, for which utoipa
+/// allows `null` too; but a body sent is a JSON object (`null` is refused).
+fn optional_body_is_not_null(operation: &mut Operation) {
+    let Some(RefOr::T(body)) = &mut operation.request_body else {
+        return;
+    };
+    for content in body.content.values_mut() {
+        let RefOr::T(content) = content else {
+            continue;
+        };
+        let Some(RefOr::T(Schema::OneOf(one_of))) = &content.schema else {
+            continue;
+        };
+        let is_null = |s: &RefOr<Schema>| {
+            matches!(s, RefOr::T(Schema::Object(o))
+                if o.schema_type == SchemaType::Type(Type::Null))
+        };
+        if let [item, null] = &one_of.items[..]
+            && is_null(null)
+            && !is_null(item)
+        {
+            content.schema = Some(item.clone());
+        }
+    }
 }
 
 /// The operations of a path, with their methods.
@@ -538,6 +606,16 @@ mod tests {
         assert_eq!(plan["parameters"][0]["name"], "name");
         assert_eq!(plan["operationId"], "workspace_terraform_plan");
         assert!(plan["responses"]["401"].is_object());
+        let created = &doc["paths"]["/workspaces"]["post"]["responses"]["201"]["links"];
+        assert_eq!(
+            created["workspace_terraform_plan"]["parameters"]["name"],
+            "$response.body#/name"
+        );
+        let accepted = &doc["components"]["responses"]["Accepted"]["links"];
+        assert_eq!(
+            accepted["cancel_job"]["parameters"]["id"],
+            "$response.body#/job_id"
+        );
         let health = &doc["paths"]["/health"]["get"];
         assert!(health.get("security").is_none());
         assert!(health["responses"].get("401").is_none());

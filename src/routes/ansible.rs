@@ -95,6 +95,7 @@ pub struct Inventory {
 #[utoipa::path(
     post,
     path = "/ansible/configure",
+    operation_id = "ansible_configure",
     tag = "ansible",
     summary = "Write the inventory and settings for the cluster terraform built",
     description = "Reads terraform's outputs (`bastion_eip_address`, `primary_db_addr`, \
@@ -385,6 +386,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::E
 #[utoipa::path(
     post,
     path = "/ansible/run",
+    operation_id = "ansible_run",
     tag = "ansible",
     summary = "Run the playbook against the configured inventory",
     description = "Runs `ansible-playbook ansible/site.yml -i hosts.ini --vault-password-file \
@@ -512,6 +514,7 @@ pub struct VaultResult {
 #[utoipa::path(
     post,
     path = "/ansible/vault",
+    operation_id = "ansible_vault",
     tag = "ansible",
     summary = "Set the replication password in the vault",
     description = "Encrypts `replication_password` with `ANSIBLE_VAULT_PASSWORD` \

@@ -79,7 +79,7 @@ async fn docs_index() -> Result<Response, ApiError> {
     path = "/docs/{file}",
     tag = "docs",
     summary = "Swagger UI's files",
-    params(("file" = String, Path, description = "A file of Swagger UI, e.g. `swagger-ui.css`")),
+    params(("file" = String, Path, description = "A file of Swagger UI", example = "swagger-ui.css")),
     responses(
         (status = 200, description = "The file",
             content(

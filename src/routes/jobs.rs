@@ -192,6 +192,76 @@ async fn get_job_log(
     }))
 }
 
+/// One event of `/jobs/{id}/events`, as Server-Sent Events fields: a `line`
+/// (its number as `id`, a `LogLine` as data) or the last, `end` (the `Job`).
+/// Heartbeats are comments, not events.
+pub struct JobEventDoc;
+
+impl utoipa::PartialSchema for JobEventDoc {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::Ref;
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        let event = |name: &str, data: &str, numbered: bool| {
+            let mut event = ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .property(
+                    "event",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some([name])),
+                )
+                .required("event")
+                .property(
+                    "data",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .content_media_type("application/json")
+                        .content_schema(Some(Ref::from_schema_name(data))),
+                )
+                .required("data");
+            if numbered {
+                event = event
+                    .property(
+                        "id",
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .pattern(Some("^[0-9]+$"))
+                            .description(Some("The line's number")),
+                    )
+                    .required("id");
+            }
+            event
+        };
+        OneOfBuilder::new()
+            .item(event("line", "LogLine", true))
+            .item(event("end", "Job", false))
+            .description(Some(
+                "A `line` event per log line (replayed, then live), and a last `end` event \
+                 carrying the job",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for JobEventDoc {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "JobEvent".into()
+    }
+
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        use utoipa::PartialSchema;
+        schemas.push((LogLine::name().into(), LogLine::schema()));
+        schemas.push((Job::name().into(), Job::schema()));
+        LogLine::schemas(schemas);
+        Job::schemas(schemas);
+    }
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -217,7 +287,8 @@ struct EventsQuery {
         ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this line number"),
     ),
     responses(
-        (status = 200, description = "The event stream", content_type = "text/event-stream", body = String),
+        (status = 200, description = "The event stream; the schema describes each event",
+            content_type = "text/event-stream", body = JobEventDoc),
         (status = 400, description = "The id is not a UUID, or a bad `after` or `Last-Event-ID`", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 500, response = crate::openapi::InternalError),

@@ -33,8 +33,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// numeric strings (`"2"`).
 #[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
 #[serde(transparent)]
-#[schema(value_type = Object, example = json!({"bastion_key_pair": "bastion-key",
-    "db_key_pair": "db-key", "ssh_allowed_cidrs": ["198.51.100.0/24"], "replica_count": "2"}))]
+#[schema(value_type = Object)]
 pub struct TerraformVariables(pub Map<String, Value>);
 
 /// `generate`'s success: the variables written and the defaults left to the stack.
@@ -54,13 +53,16 @@ pub struct GenerateResult {
 #[utoipa::path(
     post,
     path = "/terraform/generate",
+    operation_id = "terraform_generate",
     tag = "terraform",
     summary = "Write terraform.tfvars from the stack's variables",
     description = "Checks every variable against the stack's `variables.tf` (names, HCL types, \
         validation blocks) and writes `terraform.tfvars`. Nothing is written when a variable is \
         unknown, missing or invalid. A saved plan made from the previous variables can no longer \
         be applied.",
-    request_body(content = TerraformVariables, description = "The stack's variables by name"),
+    request_body(content = TerraformVariables, description = "The stack's variables by name",
+        example = json!({"bastion_key_pair": "bastion-key", "db_key_pair": "db-key",
+            "replica_count": "2"})),
     responses(
         (status = 200, description = "terraform.tfvars written", body = GenerateResult),
         (status = 400, description = "Not a JSON object, or unknown, missing or invalid \
@@ -245,6 +247,7 @@ impl Started {
 #[utoipa::path(
     post,
     path = "/terraform/init",
+    operation_id = "terraform_init",
     tag = "terraform",
     summary = "terraform init",
     description = "Runs `terraform init -input=false -no-color` in the workspace's copy of the stack.",
@@ -273,6 +276,7 @@ async fn init(
 #[utoipa::path(
     post,
     path = "/terraform/plan",
+    operation_id = "terraform_plan",
     tag = "terraform",
     summary = "terraform plan, saved for apply",
     description = "Runs `terraform plan -input=false -no-color -detailed-exitcode -out=<plan file>`. \
@@ -310,6 +314,7 @@ async fn plan(
 #[utoipa::path(
     post,
     path = "/terraform/apply",
+    operation_id = "terraform_apply",
     tag = "terraform",
     summary = "terraform apply of the saved plan",
     description = "Runs `terraform apply -input=false -no-color <saved plan>`: exactly what was \
@@ -341,6 +346,7 @@ async fn apply(
 #[utoipa::path(
     post,
     path = "/terraform/destroy",
+    operation_id = "terraform_destroy",
     tag = "terraform",
     summary = "terraform destroy (confirmed by the workspace's name)",
     description = "Runs `terraform destroy -input=false -no-color -auto-approve`, only with \
@@ -372,6 +378,7 @@ async fn destroy(
 #[utoipa::path(
     post,
     path = "/terraform/output",
+    operation_id = "terraform_output",
     tag = "terraform",
     summary = "terraform output, parsed",
     description = "Runs `terraform output -json` and answers its outputs. Sensitive outputs show \

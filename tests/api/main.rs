@@ -9,6 +9,7 @@ mod hostile;
 mod injection;
 mod jobs;
 mod lab;
+mod openapi;
 mod real_tools;
 mod runner;
 mod server_process;
