@@ -234,7 +234,7 @@ pub struct RunResult {
 /// What a run route answers: the job at once (`202`), or the route's success
 /// body once the job has succeeded (`200`).
 pub enum RunReply<T> {
-    Accepted(AcceptedJob),
+    Accepted(Box<AcceptedJob>),
     Finished(T),
 }
 
@@ -244,7 +244,7 @@ impl<T: Serialize> IntoResponse for RunReply<T> {
             RunReply::Finished(body) => Json(body).into_response(),
             RunReply::Accepted(accepted) => {
                 let location = format!("/jobs/{}", accepted.job_id);
-                let mut response = (StatusCode::ACCEPTED, Json(accepted)).into_response();
+                let mut response = (StatusCode::ACCEPTED, Json(*accepted)).into_response();
                 response.headers_mut().insert(
                     header::LOCATION,
                     location.parse().expect("a job path is a valid header"),
@@ -275,7 +275,10 @@ impl AppState {
                 .await
                 .map_err(ApiError::internal)?
                 .ok_or_else(|| ApiError::internal(format!("job {id} vanished")))?;
-            return Ok(RunReply::Accepted(AcceptedJob { job_id: id, job }));
+            return Ok(RunReply::Accepted(Box::new(AcceptedJob {
+                job_id: id,
+                job,
+            })));
         }
         let output: Arc<RunOutput> = handle.wait().await;
         if output.status != crate::store::JobStatus::Succeeded {
