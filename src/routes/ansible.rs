@@ -489,10 +489,11 @@ async fn learn_vault_secrets(state: &AppState, password: &Secret) {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VaultRequest {
-    /// 12 to 1024 bytes, no control characters.
+    /// At least 12 characters, at most 1024 bytes (UTF-8), no control
+    /// characters.
     #[schema(
         min_length = 12,
-        max_length = 1024,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$",
         example = "choose-a-replication-password"
     )]
     replication_password: String,

@@ -30,7 +30,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct WorkspaceNameParam {
     /// 1-32 lowercase letters, digits or `-`, starting with a letter
     /// (`default` is the workspace of the original routes).
-    #[param(pattern = r"^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$", example = "staging")]
+    #[param(pattern = r"^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$", example = "default")]
     name: String,
 }
 
@@ -40,6 +40,7 @@ pub struct WorkspaceNameParam {
 #[schema(example = json!({"name": "staging", "stack": "aws"}))]
 pub struct CreateRequest {
     /// 1-32 lowercase letters, digits or `-`, starting with a letter.
+    #[schema(pattern = r"^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$")]
     name: String,
     /// A stack directory next to `TERRAFORM_DIR` (`aws`, `local`); default:
     /// the one `TERRAFORM_DIR` names.
