@@ -200,3 +200,40 @@ async fn a_busy_workspace_does_not_block_another() {
     let listed = app.get("/jobs?workspace=one").await.body;
     assert_eq!(listed["jobs"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_workspace_while_runs_start_on_it_never_fails_the_server() {
+    let app = spawn_app().await;
+    let url = |path: &str| format!("{}{path}", app.address);
+    for round in 0..20 {
+        let created = app.post("/workspaces", json!({"name": "race"})).await;
+        assert_eq!(created.status, 201, "round {round}: {:?}", created.body);
+        let mut inits = tokio::task::JoinSet::new();
+        for _ in 0..4 {
+            let (client, init) = (app.client.clone(), url("/workspaces/race/terraform/init"));
+            inits.spawn(async move { client.post(init).send().await.unwrap().status().as_u16() });
+        }
+        let delete = || async {
+            let answer = app.client.delete(url("/workspaces/race")).send().await;
+            answer.unwrap().status().as_u16()
+        };
+        let deleted = delete().await;
+        assert!(
+            [200, 409].contains(&deleted),
+            "round {round}: delete {deleted}"
+        );
+        for status in inits.join_all().await {
+            // Done, refused while the workspace is busy, gone, or failed
+            // because its directory went under it; never a server error.
+            assert!(
+                [200, 400, 404, 409].contains(&status),
+                "round {round}: init {status}"
+            );
+        }
+        // Deleted once nothing holds it; then it can be made again.
+        while app.get("/workspaces/race").await.status == 200 {
+            let again = delete().await;
+            assert!([200, 409].contains(&again), "round {round}: delete {again}");
+        }
+    }
+}
