@@ -128,7 +128,8 @@ async fn list_workspaces(State(state): State<AppState>) -> Json<WorkspaceList> {
     responses(
         (status = 201, description = "Created", body = WorkspaceInfo),
         (status = 400, description = "A bad name or an unknown stack (`fields`)", body = ErrorBody),
-        (status = 409, description = "The workspace exists", body = ErrorBody),
+        (status = 409, description = "The workspace exists, or another request is creating or \
+            deleting it", body = ErrorBody),
         (status = 500, response = crate::openapi::InternalError),
     )
 )]
@@ -154,13 +155,18 @@ async fn create_workspace(
         ));
     }
     let workspace = state.workspace(name.as_str());
-    if workspace.exists() {
-        return Err(ApiError::Conflict(format!(
-            "workspace '{}' already exists",
-            name.as_str()
-        )));
+    {
+        // Held like a delete holds it: two requests creating the same name
+        // (or one deleting it) take turns, and only one of them creates it.
+        let _hold = state.hold_for_files(&workspace)?;
+        if workspace.exists() {
+            return Err(ApiError::Conflict(format!(
+                "workspace '{}' already exists",
+                name.as_str()
+            )));
+        }
+        workspace.create(&stack).map_err(ApiError::internal)?;
     }
-    workspace.create(&stack).map_err(ApiError::internal)?;
     Ok((StatusCode::CREATED, Json(describe(&state, &workspace))))
 }
 

@@ -237,3 +237,37 @@ async fn deleting_a_workspace_while_runs_start_on_it_never_fails_the_server() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workspace_created_by_several_requests_at_once_is_created_once() {
+    let app = spawn_app().await;
+    for round in 0..20 {
+        let name = format!("twin{round}");
+        let mut creates = tokio::task::JoinSet::new();
+        for stack in ["stack", "slow_stack", "stack", "slow_stack"] {
+            let (client, url) = (app.client.clone(), format!("{}/workspaces", app.address));
+            let body = json!({"name": name, "stack": stack});
+            creates.spawn(async move {
+                let answer = client.post(url).json(&body).send().await.unwrap();
+                let status = answer.status().as_u16();
+                (status, answer.json::<serde_json::Value>().await.unwrap())
+            });
+        }
+        let answers = creates.join_all().await;
+        let created: Vec<_> = answers
+            .iter()
+            .filter(|(status, _)| *status == 201)
+            .collect();
+        assert_eq!(created.len(), 1, "round {round}: {answers:?}");
+        assert!(
+            answers
+                .iter()
+                .all(|(status, _)| [201, 409].contains(status)),
+            "round {round}: {answers:?}"
+        );
+        // The one told it was created has the stack it asked for.
+        let workspace = app.get(&format!("/workspaces/{name}")).await;
+        assert_eq!(workspace.body["stack"], created[0].1["stack"]);
+        assert_eq!(created[0].1["busy_with"], serde_json::Value::Null);
+    }
+}
