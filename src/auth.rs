@@ -20,7 +20,10 @@ use crate::error::ApiError;
 
 /// What a token may do. Each scope includes the ones below it:
 /// `admin` ⊃ `apply` ⊃ `plan` ⊃ `read`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// Look at jobs, logs and terraform outputs.
     Read,
@@ -85,6 +88,10 @@ const ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "/ready", Access::Open),
     ("GET", "/version", Access::Open),
     ("GET", "/metrics", Access::Metrics),
+    ("GET", "/openapi.json", Access::Open),
+    ("GET", "/docs", Access::Open),
+    ("GET", "/docs/", Access::Open),
+    ("GET", "/docs/{file}", Access::Open),
     ("GET", "/jobs", Access::Needs(Scope::Read)),
     ("GET", "/jobs/{id}", Access::Needs(Scope::Read)),
     ("GET", "/jobs/{id}/log", Access::Needs(Scope::Read)),
@@ -516,6 +523,24 @@ mod tests {
         );
         assert_eq!(
             needs(Method::POST, "/terraform/destroy"),
+            Access::Needs(Scope::Admin)
+        );
+    }
+
+    #[test]
+    fn serialized_scopes_are_their_names() {
+        for scope in Scope::ALL {
+            assert_eq!(serde_json::to_value(scope).unwrap(), scope.as_str());
+        }
+    }
+
+    #[test]
+    fn the_api_document_and_its_viewer_are_open() {
+        for route in ["/openapi.json", "/docs", "/docs/", "/docs/{file}"] {
+            assert_eq!(access(&Method::GET, Some(route)), Access::Open);
+        }
+        assert_eq!(
+            access(&Method::GET, Some("/workspaces/{name}/openapi.json")),
             Access::Needs(Scope::Admin)
         );
     }

@@ -1,5 +1,6 @@
 //! The command line: no arguments runs the server; `token create` makes an
-//! API token and prints the `API_TOKENS` entry that admits it.
+//! API token and prints the `API_TOKENS` entry that admits it; `openapi`
+//! prints the API's OpenAPI document.
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -11,6 +12,7 @@ usage:
   pgcluster-api                                   run the server (settings from .env and the environment)
   pgcluster-api token create --name NAME --scope read|plan|apply|admin
                                                   print a new token and its API_TOKENS entry
+  pgcluster-api openapi                           print the OpenAPI 3.1 document (as GET /openapi.json)
   pgcluster-api --help                            this text";
 
 /// What the binary was asked to do.
@@ -19,6 +21,7 @@ pub enum Command {
     Serve,
     Help,
     CreateToken { name: String, scope: Scope },
+    OpenApi,
 }
 
 /// Reads the arguments after the program name. An error is a usage error (exit 2).
@@ -35,6 +38,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
         [] => Ok(Command::Serve),
         ["-h" | "--help" | "help"] => Ok(Command::Help),
         ["token", "create", options @ ..] => create_options(options),
+        ["openapi"] => Ok(Command::OpenApi),
         [other, ..] => Err(format!("unknown command {other:?}")),
     }
 }
@@ -82,6 +86,14 @@ pub fn run(command: Command) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::CreateToken { name, scope } => create_token(&name, scope),
+        Command::OpenApi => {
+            use std::io::Write;
+            // A reader that stops early (`| head`) is no reason to panic.
+            match writeln!(std::io::stdout().lock(), "{}", crate::openapi::json()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::FAILURE,
+            }
+        }
     }
 }
 
@@ -152,6 +164,12 @@ mod tests {
         ] {
             assert!(parse_args(args).is_err(), "{args:?}");
         }
+    }
+
+    #[test]
+    fn openapi_prints_the_document() {
+        assert_eq!(parse_args(&["openapi"]), Ok(Command::OpenApi));
+        assert!(parse_args(&["openapi", "--yaml"]).is_err());
     }
 
     #[test]

@@ -6,10 +6,12 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
-use crate::store::JobId;
+use crate::store::{JobId, JobStatus};
 
 /// What a request can end in besides success.
 #[derive(thiserror::Error)]
@@ -34,7 +36,7 @@ pub enum ApiError {
         error: String,
         details: String,
         job_id: JobId,
-        status: String,
+        status: JobStatus,
     },
     /// 409: the workspace is busy with another job.
     #[error("workspace {workspace} is busy with job {job_id}")]
@@ -129,17 +131,65 @@ impl std::fmt::Debug for ApiError {
     }
 }
 
+/// The JSON body of every error answer: `error` always, the other keys only
+/// on the errors they belong to.
+#[derive(Debug, Default, Serialize, ToSchema)]
+#[schema(example = json!({"error": "invalid field 'confirm': is required", "fields": {"confirm": "is required"}}))]
+pub struct ErrorBody {
+    /// What went wrong, in one sentence.
+    pub error: String,
+    /// A failed tool run: why it ended, its standard error and the end of
+    /// its standard output.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub details: Option<String>,
+    /// Each rejected field (or terraform variable) and the reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<std::collections::BTreeMap<String, String>>, nullable = false)]
+    pub fields: Option<Map<String, Value>>,
+    /// The job that failed (400), or the one holding the workspace (409).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub job_id: Option<JobId>,
+    /// How the failed job ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub status: Option<JobStatus>,
+    /// `generate`: names the stack does not declare.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub unknown_variables: Option<Vec<String>>,
+    /// `generate`: required variables that were not given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub missing_variables: Option<Vec<String>>,
+    /// 403: the scope the route needs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub required_scope: Option<crate::auth::Scope>,
+}
+
+impl ErrorBody {
+    fn new(error: impl Into<String>) -> ErrorBody {
+        ErrorBody {
+            error: error.into(),
+            ..ErrorBody::default()
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let mut extra_header = None;
         let body = match self {
             ApiError::Validation { message, fields } if fields.is_empty() => {
-                json!({ "error": message })
+                ErrorBody::new(message)
             }
-            ApiError::Validation { message, fields } => {
-                json!({ "error": message, "fields": fields })
-            }
+            ApiError::Validation { message, fields } => ErrorBody {
+                fields: Some(fields),
+                ..ErrorBody::new(message)
+            },
             ApiError::Variables {
                 unknown,
                 missing,
@@ -159,38 +209,46 @@ impl IntoResponse for ApiError {
                     let names: Vec<&str> = invalid.keys().map(String::as_str).collect();
                     parts.push(format!("invalid values: {}", names.join(", ")));
                 }
-                json!({
-                    "error": parts.join("; "),
-                    "unknown_variables": unknown,
-                    "missing_variables": missing,
-                    "fields": invalid,
-                })
+                ErrorBody {
+                    unknown_variables: Some(unknown),
+                    missing_variables: Some(missing),
+                    fields: Some(invalid),
+                    ..ErrorBody::new(parts.join("; "))
+                }
             }
             ApiError::ToolFailed {
                 error,
                 details,
                 job_id,
                 status,
-            } => json!({ "error": error, "details": details, "job_id": job_id, "status": status }),
+            } => ErrorBody {
+                details: Some(details),
+                job_id: Some(job_id),
+                status: Some(status),
+                ..ErrorBody::new(error)
+            },
             ApiError::Busy { workspace, job_id } => {
                 extra_header = Some((header::RETRY_AFTER, HeaderValue::from_static("5")));
-                json!({
-                    "error": format!("workspace '{workspace}' is busy with job {job_id}; retry when it has finished"),
-                    "job_id": job_id,
-                })
+                ErrorBody {
+                    job_id: Some(job_id),
+                    ..ErrorBody::new(format!(
+                        "workspace '{workspace}' is busy with job {job_id}; retry when it has finished"
+                    ))
+                }
             }
             ApiError::Unauthorized(message) => {
                 extra_header = Some((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
-                json!({ "error": message })
+                ErrorBody::new(message)
             }
-            ApiError::Forbidden { message, required } => {
-                json!({ "error": message, "required_scope": required.as_str() })
-            }
+            ApiError::Forbidden { message, required } => ErrorBody {
+                required_scope: Some(required),
+                ..ErrorBody::new(message)
+            },
             ApiError::Internal(ref err) => {
                 tracing::error!(error = ?err, "internal error");
-                json!({ "error": "An unexpected error occurred" })
+                ErrorBody::new("An unexpected error occurred")
             }
-            other => json!({ "error": other.to_string() }),
+            other => ErrorBody::new(other.to_string()),
         };
         let mut response = (status, Json(body)).into_response();
         if let Some((name, value)) = extra_header {

@@ -7,6 +7,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod metrics;
+pub mod openapi;
 pub mod render;
 pub mod request_id;
 pub mod routes;

@@ -9,6 +9,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::config::Config;
 use crate::domain::StackVariables;
@@ -99,16 +100,31 @@ fn open_store(config: &Config) -> Result<Arc<dyn JobStore>, String> {
     }
 }
 
-/// The whole HTTP surface.
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .merge(routes::terraform::router())
-        .merge(routes::ansible::router())
+/// Every route with its OpenAPI operation: the router and the document at
+/// `/openapi.json` are both built from this list.
+pub fn api() -> OpenApiRouter<AppState> {
+    // The run routes act on `default`, and on a named workspace under
+    // `/workspaces/{name}`.
+    let run_routes = || {
+        routes::terraform::router()
+            .merge(routes::ansible::router())
+            .merge(routes::deploy::router())
+            .merge(routes::cluster::router())
+    };
+    OpenApiRouter::with_openapi(crate::openapi::base())
+        .merge(run_routes())
+        .nest(crate::openapi::WORKSPACE_PREFIX, run_routes())
+        .merge(routes::ansible::vault_router())
         .merge(routes::jobs::router())
         .merge(routes::health::router())
         .merge(routes::workspaces::router())
-        .merge(routes::deploy::router())
-        .merge(routes::cluster::router())
+        .merge(routes::docs::router())
+}
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    let (routes, _document) = api().split_for_parts();
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(

@@ -16,10 +16,12 @@ pub use tfvars::{StackVariables, TfType, VariableSpec};
 pub use workspace_name::WorkspaceName;
 
 use serde::Deserialize;
+use utoipa::ToSchema;
 
 /// Options the terraform run endpoints take.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"output": true, "async": false}))]
 pub struct RunOptions {
     /// Return the tool's standard output in the answer.
     #[serde(default)]
@@ -27,7 +29,9 @@ pub struct RunOptions {
     /// Answer `202` at once with the job instead of waiting for its end.
     #[serde(default, rename = "async")]
     pub run_async: bool,
-    /// `destroy` only: the workspace's name, typed out to confirm.
+    /// `destroy` only: the workspace's name, typed out to confirm. Documented
+    /// with destroy's body (`DestroyOptions`); any other command refuses it.
     #[serde(default)]
+    #[schema(ignore)]
     pub confirm: Option<String>,
 }

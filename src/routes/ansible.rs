@@ -1,16 +1,19 @@
 //! `/ansible/configure` (inventory and settings from terraform's outputs) and
 //! `/ansible/run` (the playbook).
 
-use axum::Router;
+use axum::Json;
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::{DEFAULT_WORKSPACE, PreferAsync, RunAnswer, StartedBy, WorkspaceParam, details};
+use super::{
+    DEFAULT_WORKSPACE, PreferAsync, RunReply, RunResult, StartedBy, WorkspaceParam, details,
+};
 use crate::domain::{HostAddress, KeyPath, PgSettingName, PgSettingValue, PostgresqlVersion};
-use crate::error::{ApiError, ApiJson, OptionalJson};
+use crate::error::{ApiError, ApiJson, ErrorBody, OptionalJson};
 use crate::runner::{JobSpec, Secret};
 use crate::startup::AppState;
 use crate::store::JobStatus;
@@ -18,14 +21,17 @@ use crate::tools::ansible::{playbook_job, vault_encrypt_job, vault_secrets};
 use crate::tools::terraform::{self, Command, Outputs};
 use crate::workspace::{Workspace, write_atomic};
 
-pub fn router() -> Router<AppState> {
-    let mut router = Router::new().route("/ansible/vault", post(set_vault));
-    for prefix in ["", "/workspaces/{name}"] {
-        router = router
-            .route(&format!("{prefix}/ansible/configure"), post(configure))
-            .route(&format!("{prefix}/ansible/run"), post(run));
-    }
-    router
+/// `configure` and `run` act on `default`; `startup` nests the same under
+/// `/workspaces/{name}`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(configure))
+        .routes(routes!(run))
+}
+
+/// `/ansible/vault`: one vault file for every workspace.
+pub fn vault_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(set_vault))
 }
 
 /// Request keys of `configure` that are not PostgreSQL settings.
@@ -34,14 +40,82 @@ const KEY_FIELDS: [&str; 2] = ["bastion_key_path", "db_key_path"];
 /// Options of the run endpoints: sent to configure by habit, never settings.
 const RUN_OPTIONS: [&str; 2] = ["output", "async"];
 
+/// The body of `configure`, as documented: the two key paths, and every other
+/// key a PostgreSQL setting. The handler reads the object key by key, to name
+/// every bad field at once.
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"bastion_key_path": "/home/ops/.ssh/bastion.pem",
+    "db_key_path": "/home/ops/.ssh/db.pem", "max_connections": "50", "max_wal_senders": "15"}))]
+#[allow(dead_code)]
+pub struct ConfigureRequest {
+    /// The bastion's private key: an absolute path to a regular file not
+    /// readable by group or others.
+    bastion_key_path: String,
+    /// The database hosts' private key, under the same rules.
+    db_key_path: String,
+    /// PostgreSQL settings: a parameter name (`work_mem`,
+    /// `pg_stat_statements.max`) and a string, number or boolean without
+    /// control characters or Jinja sequences.
+    #[serde(flatten)]
+    #[schema(value_type = std::collections::BTreeMap<String, PgSettingDoc>)]
+    settings: Map<String, Value>,
+}
+
+/// A PostgreSQL setting's value.
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum PgSettingDoc {
+    Text(String),
+    Number(f64),
+    Flag(bool),
+}
+
+/// `configure`'s success: the inventory written and the settings.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConfigureResult {
+    pub message: String,
+    /// The `terraform output` job the inventory was read from.
+    pub job_id: crate::store::JobId,
+    pub inventory: Inventory,
+    /// The PostgreSQL settings written to `postgresql.yml`, as strings.
+    pub settings: std::collections::BTreeMap<String, String>,
+}
+
+/// The hosts terraform built.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Inventory {
+    pub bastion: String,
+    pub primary: String,
+    pub replicas: Vec<String>,
+}
+
 /// Writes `hosts.ini`, `ssh_config`, `ansible.cfg` and `postgresql.yml` for
 /// the cluster terraform built.
+#[utoipa::path(
+    post,
+    path = "/ansible/configure",
+    operation_id = "ansible_configure",
+    tag = "ansible",
+    summary = "Write the inventory and settings for the cluster terraform built",
+    description = "Reads terraform's outputs (`bastion_eip_address`, `primary_db_addr`, \
+        `replica_db_addresses`, and optionally `ssh_user` and `ansible_vars`) and writes \
+        `hosts.ini`, `ssh_config`, `ansible.cfg` and `postgresql.yml` into the workspace.",
+    request_body(content = ConfigureRequest, description = "Key paths and PostgreSQL settings"),
+    responses(
+        (status = 200, description = "The inventory and settings are written", body = ConfigureResult),
+        (status = 400, description = "Bad key paths or settings (`fields`), terraform output \
+            failed (`job_id`, `status`, `details`), or the stack is not applied yet", body = ErrorBody),
+        (status = 409, response = crate::openapi::Busy),
+        (status = 500, response = crate::openapi::InternalError),
+    )
+)]
 async fn configure(
     State(state): State<AppState>,
     WorkspaceParam(workspace): WorkspaceParam,
     started_by: StartedBy,
     OptionalJson(body): OptionalJson<Option<Map<String, Value>>>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<ConfigureResult>, ApiError> {
     let Some(body) = body else {
         return Err(ApiError::bad_request(
             "the request body must be a JSON object with bastion_key_path, db_key_path and PostgreSQL settings",
@@ -66,19 +140,18 @@ async fn configure(
             error: "Terraform output command failed".into(),
             details: details(&output),
             job_id: output.job_id,
-            status: output.status.as_str().into(),
+            status: output.status,
         });
     }
     // 400, as the original tool answered: the flow's previous steps are missing.
     let outputs = Outputs::parse(&output.stdout).map_err(ApiError::bad_request)?;
     let inventory = write_configuration(&state, &workspace, &input, &outputs)?;
-    Ok(axum::Json(json!({
-        "message": "Ansible configuration completed successfully",
-        "job_id": output.job_id,
-        "inventory": inventory,
-        "settings": input.settings,
+    Ok(Json(ConfigureResult {
+        message: "Ansible configuration completed successfully".into(),
+        job_id: output.job_id,
+        inventory,
+        settings: input.settings,
     }))
-    .into_response())
 }
 
 /// A checked `configure` body: the key paths and the PostgreSQL settings.
@@ -86,7 +159,7 @@ async fn configure(
 pub(crate) struct ConfigureInput {
     bastion_key: KeyPath,
     db_key: KeyPath,
-    settings: Map<String, Value>,
+    settings: std::collections::BTreeMap<String, String>,
 }
 
 impl ConfigureInput {
@@ -105,7 +178,7 @@ impl ConfigureInput {
         };
         let bastion_key = key_path("bastion_key_path");
         let db_key = key_path("db_key_path");
-        let mut settings = Map::new();
+        let mut settings = std::collections::BTreeMap::new();
         for (name, value) in body
             .iter()
             .filter(|(k, _)| !KEY_FIELDS.contains(&k.as_str()))
@@ -119,7 +192,7 @@ impl ConfigureInput {
             }
             match (PgSettingName::parse(name), PgSettingValue::parse(value)) {
                 (Ok(n), Ok(v)) => {
-                    settings.insert(n.as_str().to_string(), json!(v.as_str()));
+                    settings.insert(n.as_str().to_string(), v.as_str().to_string());
                 }
                 (Err(e), _) | (_, Err(e)) => {
                     problems.insert(name.clone(), json!(e));
@@ -145,7 +218,7 @@ pub(crate) fn write_configuration(
     workspace: &Workspace,
     input: &ConfigureInput,
     outputs: &Outputs,
-) -> Result<Value, ApiError> {
+) -> Result<Inventory, ApiError> {
     let cluster = Cluster::from_outputs(outputs).map_err(ApiError::bad_request)?;
     let dir = workspace.ansible_dir();
     let context = json!({
@@ -186,11 +259,15 @@ pub(crate) fn write_configuration(
     }
     // The hosts may be new machines on old addresses: learn their keys again.
     let _ = std::fs::remove_file(dir.join("known_hosts"));
-    Ok(json!({
-        "bastion": cluster.bastion.as_str(),
-        "primary": cluster.primary.as_str(),
-        "replicas": cluster.replicas.iter().map(HostAddress::as_str).collect::<Vec<_>>(),
-    }))
+    Ok(Inventory {
+        bastion: cluster.bastion.as_str().to_string(),
+        primary: cluster.primary.as_str().to_string(),
+        replicas: cluster
+            .replicas
+            .iter()
+            .map(|r| r.as_str().to_string())
+            .collect(),
+    })
 }
 
 /// Where ssh keeps its shared connections. A Unix socket path holds at most
@@ -288,16 +365,45 @@ fn is_var_name(s: &str) -> bool {
 }
 
 /// Options of `/ansible/run`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RunRequest {
+#[schema(example = json!({"output": true, "postgresql_version": 16}))]
+pub struct RunRequest {
+    /// Return the playbook's standard output in the answer.
     #[serde(default)]
     output: bool,
+    /// Answer `202` at once with the job instead of waiting for its end.
     #[serde(default, rename = "async")]
     run_async: bool,
-    /// `Some(null)` when sent as null: that is an error, not the default.
+    /// The PostgreSQL major version to install, 10 to 30 (default 16), as a
+    /// number or a string of digits. `Some(null)` when sent as null: that is
+    /// an error, not the default.
     #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = postgresql_version_schema)]
     postgresql_version: Option<Value>,
+}
+
+/// What `PostgresqlVersion::parse` accepts.
+fn postgresql_version_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+    OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(10))
+                .maximum(Some(30)),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^0*([12][0-9]|30)$")),
+        )
+        .description(Some(
+            "The PostgreSQL major version to install, 10 to 30 (default 16), as a number or a \
+             string of digits",
+        ))
+        .examples([json!(16)])
+        .into()
 }
 
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
@@ -305,13 +411,33 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::E
 }
 
 /// Runs `site.yml` against the configured inventory.
+#[utoipa::path(
+    post,
+    path = "/ansible/run",
+    operation_id = "ansible_run",
+    tag = "ansible",
+    summary = "Run the playbook against the configured inventory",
+    description = "Runs `ansible-playbook ansible/site.yml -i hosts.ini --vault-password-file \
+        /dev/fd/3 -e @postgresql.yml -e @<ANSIBLE_VAULT_FILE> -e '{\"postgresql_version\": N}'`.",
+    params(PreferAsync),
+    request_body(content = Option<RunRequest>, description = "Run options; the body may be omitted"),
+    responses(
+        (status = 200, description = "The playbook succeeded", body = RunResult),
+        (status = 202, response = crate::openapi::Accepted),
+        (status = 400, description = "Invalid options, no vault password or vault file, no \
+            inventory yet (call configure), or the playbook failed (`job_id`, `status`, \
+            `details`)", body = ErrorBody),
+        (status = 409, response = crate::openapi::Busy),
+        (status = 500, response = crate::openapi::InternalError),
+    )
+)]
 async fn run(
     State(state): State<AppState>,
     WorkspaceParam(workspace): WorkspaceParam,
     started_by: StartedBy,
     PreferAsync(prefer_async): PreferAsync,
     OptionalJson(mut request): OptionalJson<RunRequest>,
-) -> Result<Response, ApiError> {
+) -> Result<RunReply<RunResult>, ApiError> {
     request.run_async |= prefer_async;
     let version = match &request.postgresql_version {
         None => PostgresqlVersion::DEFAULT,
@@ -328,14 +454,19 @@ async fn run(
     started_by.stamp(&mut spec);
     spec.capture_stdout = request.output && !request.run_async;
     let handle = state.submit(spec).await?;
-    RunAnswer {
-        success_message: "Ansible playbook executed successfully".into(),
-        failure_message: "Ansible playbook execution failed".into(),
-        include_output: request.output,
-        decorate: None,
-    }
-    .respond(&state, handle, request.run_async)
-    .await
+    let include_output = request.output;
+    state
+        .reply(
+            handle,
+            request.run_async,
+            "Ansible playbook execution failed",
+            |out| RunResult {
+                message: "Ansible playbook executed successfully".into(),
+                job_id: out.job_id,
+                output: include_output.then(|| out.stdout.clone()),
+            },
+        )
+        .await
 }
 
 /// The job that runs `site.yml`, once the vault password, the inventory and
@@ -389,19 +520,55 @@ async fn learn_vault_secrets(state: &AppState, password: &Secret) {
 }
 
 /// The body of `/ansible/vault`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct VaultRequest {
+pub struct VaultRequest {
+    /// At least 12 characters, at most 1024 bytes (UTF-8), no control
+    /// characters.
+    #[schema(
+        min_length = 12,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$",
+        example = "choose-a-replication-password"
+    )]
     replication_password: String,
+}
+
+/// `/ansible/vault`'s success.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VaultResult {
+    pub message: String,
+    /// The `ansible-vault encrypt` job.
+    pub job_id: crate::store::JobId,
+    /// The vault file written (`ANSIBLE_VAULT_FILE`).
+    #[schema(value_type = String)]
+    pub vault_file: std::path::PathBuf,
 }
 
 /// Sets the replication password: (re)writes the vault file encrypted with
 /// `ANSIBLE_VAULT_PASSWORD`; both reach ansible-vault through pipes.
+#[utoipa::path(
+    post,
+    path = "/ansible/vault",
+    operation_id = "ansible_vault",
+    tag = "ansible",
+    summary = "Set the replication password in the vault",
+    description = "Encrypts `replication_password` with `ANSIBLE_VAULT_PASSWORD` \
+        (`ansible-vault encrypt`, both through pipes) and replaces `ANSIBLE_VAULT_FILE` \
+        (mode 0600). The vault file is shared by every workspace.",
+    request_body(content = VaultRequest),
+    responses(
+        (status = 200, description = "The vault file is written", body = VaultResult),
+        (status = 400, description = "A bad password (`fields`), no `ANSIBLE_VAULT_PASSWORD`, \
+            or ansible-vault failed (`job_id`, `status`, `details`)", body = ErrorBody),
+        (status = 409, response = crate::openapi::Busy),
+        (status = 500, response = crate::openapi::InternalError),
+    )
+)]
 async fn set_vault(
     State(state): State<AppState>,
     started_by: StartedBy,
     ApiJson(request): ApiJson<VaultRequest>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<VaultResult>, ApiError> {
     let password = request.replication_password;
     let problem = if password.chars().count() < 12 {
         Some("must be at least 12 characters long")
@@ -461,14 +628,13 @@ async fn set_vault(
             error: "ansible-vault failed".into(),
             details: details(&output),
             job_id: output.job_id,
-            status: output.status.as_str().into(),
+            status: output.status,
         });
     }
     state.runner.add_secrets([secret]);
-    Ok(axum::Json(json!({
-        "message": "Vault updated: replication_password set",
-        "job_id": output.job_id,
-        "vault_file": vault_file,
+    Ok(Json(VaultResult {
+        message: "Vault updated: replication_password set".into(),
+        job_id: output.job_id,
+        vault_file,
     }))
-    .into_response())
 }

@@ -2,36 +2,148 @@
 //! read from the cluster itself (PostgreSQL's own views, through the
 //! bastion) by a read-only playbook.
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{StartedBy, WorkspaceParam, details};
 use crate::domain::PostgresqlVersion;
-use crate::error::{ApiError, ApiQuery};
+use crate::error::{ApiError, ApiQuery, ErrorBody};
 use crate::startup::AppState;
 use crate::store::{JobFilter, JobKind, JobStatus};
 use crate::tools::ansible::status_job;
 use crate::workspace::Workspace;
 
-pub fn router() -> Router<AppState> {
-    let mut router = Router::new();
-    for prefix in ["", "/workspaces/{name}"] {
-        router = router.route(&format!("{prefix}/cluster"), get(cluster_status));
-    }
-    router
+/// The route acts on `default`; `startup` nests the same under
+/// `/workspaces/{name}`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(cluster_status))
 }
 
-/// `?postgresql_version=N`: by default the version of the workspace's last
-/// successful run.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ClusterQuery {
+    /// The PostgreSQL major version on the hosts (10-30); by default the
+    /// version of the workspace's last successful run.
+    #[param(value_type = Option<u8>, minimum = 10, maximum = 30)]
     postgresql_version: Option<String>,
 }
 
+/// The cluster's state as the answer shows it. The handler builds it from
+/// the hosts' reports; a unit test holds the two alike.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterStatus {
+    /// No problem found: the primary answers and is not in recovery, and
+    /// every replica answers, is in recovery and streams from it.
+    pub healthy: bool,
+    /// What is wrong, one line per problem (`replica2: unreachable`).
+    pub problems: Vec<String>,
+    pub primary: HostStatus,
+    pub replicas: Vec<HostStatus>,
+    /// Standbys streaming from the primary that are not in the inventory.
+    #[schema(value_type = Vec<Object>)]
+    pub unknown_standbys: Vec<Value>,
+    pub workspace: String,
+    /// The read-only `ansible.status` job that read the state.
+    pub job_id: crate::store::JobId,
+    pub postgresql_version: u8,
+}
+
+/// One host as PostgreSQL on it and on the primary see it. Replica-only
+/// fields are absent for the primary; fields a host could not report are
+/// null.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostStatus {
+    /// The inventory name (primary1, replica1, ...).
+    pub name: String,
+    pub address: Option<String>,
+    /// Whether the host answered (false: unreachable over ssh).
+    pub reachable: bool,
+    /// psql's error when PostgreSQL did not answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub in_recovery: Option<bool>,
+    #[serde(default)]
+    pub server_version: Option<String>,
+    /// Primary: its current WAL position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_wal_lsn: Option<String>,
+    /// Replica: `pg_stat_replication.state` on the primary (streaming,
+    /// catchup, ...), null when it is not connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_addr: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_lsn: Option<String>,
+    /// Replica: the primary's WAL position minus what the replica replayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_bytes: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_lag_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flush_lag_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_lag_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receive_lsn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_lsn: Option<String>,
+    /// Replica: received but not yet replayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_backlog_bytes: Option<f64>,
+    /// Replica: commit time of the last replayed transaction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_replayed_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_receiver_status: Option<String>,
+    /// Replica: its replication slot on the primary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<SlotStatus>,
+}
+
+/// A replication slot on the primary.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SlotStatus {
+    pub slot_name: String,
+    pub active: bool,
+    /// WAL the slot keeps on the primary.
+    pub retained_bytes: Option<f64>,
+}
+
+/// The cluster's replication state, read from PostgreSQL on every host.
+#[utoipa::path(
+    get,
+    path = "/cluster",
+    operation_id = "cluster_status",
+    tag = "cluster",
+    summary = "Hosts and each replica's replication state and lag, read from the cluster",
+    description = "Runs the read-only playbook `status.yml` (a job of kind `ansible.status`, no \
+        vault, no lock) against the workspace's inventory: `pg_stat_replication` and the slots on \
+        the primary, recovery state, LSNs and the WAL receiver on each replica.",
+    params(ClusterQuery),
+    responses(
+        (status = 200, description = "The cluster's state (`healthy` false names the problems)",
+            body = ClusterStatus),
+        (status = 400, description = "A bad parameter, or the status playbook failed (`job_id`, \
+            `status`, `details`)", body = ErrorBody),
+        (status = 409, description = "No inventory yet: configure (or deploy) first",
+            body = ErrorBody),
+        (status = 500, response = crate::openapi::InternalError),
+    )
+)]
 async fn cluster_status(
     State(state): State<AppState>,
     WorkspaceParam(workspace): WorkspaceParam,
@@ -69,7 +181,7 @@ async fn cluster_status(
             error: "Reading the cluster's state failed".into(),
             details: details(&output),
             job_id: output.job_id,
-            status: output.status.as_str().into(),
+            status: output.status,
         });
     }
     let report: Value = report
@@ -304,6 +416,20 @@ mod tests {
         assert_eq!(body["replicas"][1]["reachable"], false);
         assert_eq!(body["problems"], json!(["replica2: unreachable"]));
         assert_eq!(body["unknown_standbys"][0]["application_name"], "old9");
+    }
+
+    #[test]
+    fn the_answer_matches_its_documented_shape() {
+        let mut body = ClusterReport::from_report(&report()).into_json();
+        body.insert("workspace".into(), json!("default"));
+        body.insert("job_id".into(), json!(crate::store::JobId::new()));
+        body.insert("postgresql_version".into(), json!(15));
+        let typed: ClusterStatus = serde_json::from_value(Value::Object(body.clone()))
+            .expect("the answer deserializes into ClusterStatus");
+        assert_eq!(
+            serde_json::to_value(&typed).unwrap()["replicas"][0]["state"],
+            "streaming"
+        );
     }
 
     #[test]

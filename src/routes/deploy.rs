@@ -9,34 +9,34 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::ansible::{ConfigureInput, playbook_spec, write_configuration};
+use super::ansible::{ConfigureInput, Inventory, playbook_spec, write_configuration};
 use super::terraform::{Tfvars, run_spec};
-use super::{PreferAsync, RunAnswer, StartedBy, WorkspaceParam, details};
+use super::{PreferAsync, StartedBy, WorkspaceParam, details};
 use crate::domain::PostgresqlVersion;
-use crate::error::{ApiError, ApiJson, OptionalJson};
+use crate::error::{ApiError, ApiJson, ErrorBody, OptionalJson};
 use crate::runner::{Pipeline, PipelineEnd, PipelineSpec, RunOutput};
 use crate::startup::AppState;
 use crate::store::{JobFilter, JobId, JobKind, JobStatus};
 use crate::tools::terraform::{Command, Outputs};
 use crate::workspace::Workspace;
 
-pub fn router() -> Router<AppState> {
-    let mut router = Router::new();
-    for prefix in ["", "/workspaces/{name}"] {
-        router = router
-            .route(&format!("{prefix}/deploy"), post(deploy))
-            .route(&format!("{prefix}/deploy/resume"), post(resume));
-    }
-    router
+/// The routes act on `default`; `startup` nests the same under
+/// `/workspaces/{name}`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(deploy))
+        .routes(routes!(resume))
 }
 
 /// The steps of a deploy, in order.
@@ -90,23 +90,34 @@ impl Step {
 
 /// The body of `/deploy`: the bodies of generate and configure, and run's
 /// version.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct DeployRequest {
+#[schema(example = json!({
+    "variables": {"bastion_key_pair": "bastion-key", "db_key_pair": "db-key", "replica_count": 2},
+    "configure": {"bastion_key_path": "/home/ops/.ssh/bastion.pem",
+                  "db_key_path": "/home/ops/.ssh/db.pem", "max_connections": "200"},
+    "postgresql_version": 16, "async": true}))]
+pub struct DeployRequest {
     /// Terraform variables, as `/terraform/generate` takes them.
+    #[schema(value_type = Object)]
     variables: Map<String, Value>,
     /// Key paths and PostgreSQL settings, as `/ansible/configure` takes them.
+    #[schema(value_type = super::ansible::ConfigureRequest)]
     configure: Map<String, Value>,
+    /// The PostgreSQL major version run installs (default 16).
     #[serde(default)]
+    #[schema(value_type = Option<u8>, minimum = 10, maximum = 30)]
     postgresql_version: Option<Value>,
+    /// Answer `202` at once with the deploy job instead of waiting for its end.
     #[serde(default, rename = "async")]
     run_async: bool,
 }
 
 /// The body of `/deploy/resume`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ResumeRequest {
+pub struct ResumeRequest {
+    /// Answer `202` at once with the deploy job instead of waiting for its end.
     #[serde(default, rename = "async")]
     run_async: bool,
 }
@@ -199,34 +210,140 @@ impl DeployInput {
     }
 }
 
+/// Where a step is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    TimedOut,
+    /// Done by the deploy this one resumed.
+    Skipped,
+}
+
+impl StepStatus {
+    /// How a step whose job ended this way stands.
+    fn of_job(status: JobStatus) -> StepStatus {
+        match status {
+            JobStatus::Succeeded => StepStatus::Succeeded,
+            JobStatus::Cancelled => StepStatus::Cancelled,
+            JobStatus::TimedOut => StepStatus::TimedOut,
+            _ => StepStatus::Failed,
+        }
+    }
+}
+
 /// One step as the deploy's result shows it.
-#[derive(Clone, Debug, Serialize)]
-struct StepRecord {
-    name: &'static str,
-    /// pending, running, succeeded, failed, cancelled, timed_out or skipped.
-    status: &'static str,
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct StepRecord {
+    /// generate, init, plan, apply, output, configure or run.
+    name: String,
+    status: StepStatus,
     /// The step's tool job (generate and configure's file writes have none,
     /// configure's `terraform output` has one).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     job_id: Option<JobId>,
     #[serde(
+        default,
         with = "time::serde::rfc3339::option",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schema(value_type = Option<String>, format = DateTime, nullable = false)]
     started_at: Option<OffsetDateTime>,
     #[serde(
+        default,
         with = "time::serde::rfc3339::option",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schema(value_type = Option<String>, format = DateTime, nullable = false)]
     finished_at: Option<OffsetDateTime>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Why the step did not succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     error: Option<String>,
 }
 
+/// A deploy's steps and what it learnt, as its job's `result` holds them
+/// (updated while it runs) and as its answers show them.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+pub struct DeployProgress {
+    pub steps: Vec<StepRecord>,
+    /// The step the deploy stopped at, when it did not succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub failed_step: Option<String>,
+    /// The deploy this one resumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub resumed_from: Option<JobId>,
+    /// terraform's outputs, sensitive ones masked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>, nullable = false)]
+    pub outputs: Option<Map<String, Value>>,
+    /// The hosts configure wrote into the inventory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub inventory: Option<Inventory>,
+}
+
+/// A deploy that succeeded.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeployResult {
+    pub message: String,
+    pub job_id: JobId,
+    #[serde(flatten)]
+    pub progress: DeployProgress,
+}
+
+/// A deploy's `400`: a step failed (the original tool's failure shape, with
+/// the steps), or the input was refused (`error` and `fields` only, nothing
+/// started).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeployFailure {
+    /// `Deploy failed at step '<name>'`, or what was wrong with the input.
+    pub error: String,
+    /// The failed step's error, standard error and end of standard output.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub details: Option<String>,
+    /// Refused input: each field (`variables.replica_count`) and the reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub fields: Option<std::collections::BTreeMap<String, String>>,
+    /// The deploy job.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub job_id: Option<JobId>,
+    /// How the deploy ended: failed, cancelled or timed_out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub status: Option<JobStatus>,
+    /// The step the deploy stopped at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub failed_step: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub steps: Option<Vec<StepRecord>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub resumed_from: Option<JobId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>, nullable = false)]
+    pub outputs: Option<Map<String, Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub inventory: Option<Inventory>,
+}
+
 impl StepRecord {
-    fn new(step: Step, status: &'static str) -> StepRecord {
+    fn new(step: Step, status: StepStatus) -> StepRecord {
         StepRecord {
-            name: step.name(),
+            name: step.name().to_string(),
             status,
             job_id: None,
             started_at: None,
@@ -237,6 +354,28 @@ impl StepRecord {
 }
 
 /// Starts a deploy of the workspace.
+#[utoipa::path(
+    post,
+    path = "/deploy",
+    operation_id = "deploy",
+    tag = "deploy",
+    summary = "generate → init → plan → apply → output → configure → run, as one job",
+    description = "Checks every input first (nothing changes on a bad request), then runs the \
+        steps in order as one job of kind `deploy` holding the workspace; each tool step is a job \
+        of its own (`steps[].job_id`). The job's `result` shows the steps while it runs.",
+    params(PreferAsync),
+    request_body(content = DeployRequest, description = "generate's variables, configure's key \
+        paths and settings, run's version"),
+    responses(
+        (status = 200, description = "Every step succeeded", body = DeployResult),
+        (status = 202, response = crate::openapi::Accepted),
+        (status = 400, description = "Invalid input (`fields` names each, e.g. \
+            `variables.replica_count`), or a step failed (`failed_step`, `steps`, `details`)",
+            body = DeployFailure),
+        (status = 409, response = crate::openapi::Busy),
+        (status = 500, response = crate::openapi::InternalError),
+    )
+)]
 async fn deploy(
     State(state): State<AppState>,
     WorkspaceParam(workspace): WorkspaceParam,
@@ -266,6 +405,27 @@ async fn deploy(
 
 /// Goes on with the workspace's last deploy from the step it stopped at,
 /// with the same variables, key paths, settings and version.
+#[utoipa::path(
+    post,
+    path = "/deploy/resume",
+    operation_id = "deploy_resume",
+    tag = "deploy",
+    summary = "Resume the last deploy from the step it stopped at",
+    description = "Starts a new deploy with the last one's inputs, from the step that failed, was \
+        cancelled or was interrupted (a failed apply resumes from plan: a saved plan is applied \
+        once). The steps before it are `skipped`.",
+    params(PreferAsync),
+    request_body(content = Option<ResumeRequest>, description = "Run options; the body may be omitted"),
+    responses(
+        (status = 200, description = "The remaining steps succeeded", body = DeployResult),
+        (status = 202, response = crate::openapi::Accepted),
+        (status = 400, description = "Invalid options, the saved inputs no longer pass the \
+            checks, or a step failed (`failed_step`, `steps`, `details`)", body = DeployFailure),
+        (status = 409, description = "No deploy to resume, the last one succeeded, or the \
+            workspace is busy", body = ErrorBody),
+        (status = 500, response = crate::openapi::InternalError),
+    )
+)]
 async fn resume(
     State(state): State<AppState>,
     WorkspaceParam(workspace): WorkspaceParam,
@@ -386,42 +546,47 @@ async fn start(
         .await
         .map_err(super::submit_error)?;
     if run_async {
-        return RunAnswer {
-            success_message: String::new(),
-            failure_message: String::new(),
-            include_output: false,
-            decorate: None,
-        }
-        .respond(state, handle, true)
-        .await;
+        return state
+            .reply(handle, true, "", |_| Value::Null)
+            .await
+            .map(IntoResponse::into_response);
     }
     let output = handle.wait().await;
-    let mut body = match &output.result {
-        Some(Value::Object(result)) => result.clone(),
-        _ => Map::new(),
-    };
-    body.insert("job_id".into(), json!(output.job_id));
+    let progress: DeployProgress = output
+        .result
+        .clone()
+        .and_then(|r| serde_json::from_value(r).ok())
+        .unwrap_or_default();
     if output.status == JobStatus::Succeeded {
         let verb = if resumed_from.is_some() {
             "resumed and completed"
         } else {
             "completed"
         };
-        body.insert(
-            "message".into(),
-            json!(format!("Deploy {verb} successfully")),
-        );
-        return Ok(Json(Value::Object(body)).into_response());
+        return Ok(Json(DeployResult {
+            message: format!("Deploy {verb} successfully"),
+            job_id: output.job_id,
+            progress,
+        })
+        .into_response());
     }
-    // The original tool's failure shape, with the steps.
-    let error = match body.get("failed_step").and_then(Value::as_str) {
+    let error = match &progress.failed_step {
         Some(step) => format!("Deploy failed at step '{step}'"),
         None => "Deploy failed".to_string(),
     };
-    body.insert("error".into(), json!(error));
-    body.insert("details".into(), json!(details(&output)));
-    body.insert("status".into(), json!(output.status.as_str()));
-    Ok((StatusCode::BAD_REQUEST, Json(Value::Object(body))).into_response())
+    let failure = DeployFailure {
+        error,
+        details: Some(details(&output)),
+        fields: None,
+        job_id: Some(output.job_id),
+        status: Some(output.status),
+        failed_step: progress.failed_step,
+        steps: Some(progress.steps),
+        resumed_from: progress.resumed_from,
+        outputs: progress.outputs,
+        inventory: progress.inventory,
+    };
+    Ok((StatusCode::BAD_REQUEST, Json(failure)).into_response())
 }
 
 /// A deploy in progress.
@@ -435,7 +600,7 @@ struct Deploy {
     steps: Vec<StepRecord>,
     /// The cluster's outputs, once the output step read them.
     outputs: Option<Outputs>,
-    inventory: Option<Value>,
+    inventory: Option<Inventory>,
 }
 
 /// Why a step did not succeed.
@@ -487,7 +652,11 @@ impl Deploy {
         let resumed = self.resumed_from;
         let first = Step::ALL.iter().position(|s| *s == from).unwrap_or(0);
         for (index, step) in Step::ALL.into_iter().enumerate() {
-            let status = if index < first { "skipped" } else { "pending" };
+            let status = if index < first {
+                StepStatus::Skipped
+            } else {
+                StepStatus::Pending
+            };
             self.steps.push(StepRecord::new(step, status));
         }
         if let Some(previous) = resumed {
@@ -499,13 +668,13 @@ impl Deploy {
                 .await;
         }
         for (index, step) in Step::ALL.into_iter().enumerate() {
-            if self.steps[index].status == "skipped" {
+            if self.steps[index].status == StepStatus::Skipped {
                 continue;
             }
             if self.pipeline.cancelled() {
                 return self.end_at(index, cancelled()).await;
             }
-            self.steps[index].status = "running";
+            self.steps[index].status = StepStatus::Running;
             self.steps[index].started_at = Some(OffsetDateTime::now_utc());
             self.publish().await;
             self.pipeline
@@ -515,7 +684,7 @@ impl Deploy {
             self.steps[index].finished_at = Some(OffsetDateTime::now_utc());
             match outcome {
                 Ok(()) => {
-                    self.steps[index].status = "succeeded";
+                    self.steps[index].status = StepStatus::Succeeded;
                     self.pipeline
                         .log(&format!("step {}: succeeded", step.name()))
                         .await;
@@ -526,7 +695,7 @@ impl Deploy {
         self.publish().await;
         PipelineEnd {
             status: JobStatus::Succeeded,
-            result: Some(self.result()),
+            result: Some(json!(self.progress())),
             error: None,
             stdout_tail: Vec::new(),
             stderr_tail: Vec::new(),
@@ -571,7 +740,9 @@ impl Deploy {
                     &outputs,
                 )
                 .map_err(StepFailure::of_request)?;
-                self.pipeline.log(&format!("inventory: {inventory}")).await;
+                self.pipeline
+                    .log(&format!("inventory: {}", json!(inventory)))
+                    .await;
                 self.inventory = Some(inventory);
                 self.outputs = Some(outputs);
                 Ok(())
@@ -650,9 +821,9 @@ impl Deploy {
 
     /// Ends the deploy at a step that did not succeed.
     async fn end_at(mut self, index: usize, failure: StepFailure) -> PipelineEnd {
-        let name = self.steps[index].name;
+        let name = self.steps[index].name.clone();
         let record = &mut self.steps[index];
-        record.status = failure.status.as_str();
+        record.status = StepStatus::of_job(failure.status);
         record.error = Some(failure.error.clone());
         if failure.job_id.is_some() {
             record.job_id = failure.job_id;
@@ -665,8 +836,9 @@ impl Deploy {
             _ => format!("step '{name}' failed: {}", failure.error),
         };
         self.pipeline.log(&error).await;
-        let mut result = self.result();
-        result["failed_step"] = json!(name);
+        let mut progress = self.progress();
+        progress.failed_step = Some(name);
+        let result = json!(progress);
         self.pipeline.progress(result.clone()).await;
         PipelineEnd {
             status: failure.status,
@@ -678,21 +850,17 @@ impl Deploy {
     }
 
     async fn publish(&self) {
-        self.pipeline.progress(self.result()).await;
+        self.pipeline.progress(json!(self.progress())).await;
     }
 
-    fn result(&self) -> Value {
-        let mut result = json!({ "steps": self.steps });
-        if let Some(previous) = self.resumed_from {
-            result["resumed_from"] = json!(previous);
+    fn progress(&self) -> DeployProgress {
+        DeployProgress {
+            steps: self.steps.clone(),
+            failed_step: None,
+            resumed_from: self.resumed_from,
+            outputs: self.outputs.as_ref().map(Outputs::masked),
+            inventory: self.inventory.clone(),
         }
-        if let Some(outputs) = &self.outputs {
-            result["outputs"] = Value::Object(outputs.masked());
-        }
-        if let Some(inventory) = &self.inventory {
-            result["inventory"] = inventory.clone();
-        }
-        result
     }
 }
 

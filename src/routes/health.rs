@@ -2,38 +2,133 @@
 
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
 use tokio::process::Command;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::startup::AppState;
 use crate::store::JobFilter;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/version", get(version))
-        .route("/metrics", get(crate::metrics::render))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .routes(routes!(version))
+        .routes(routes!(metrics))
+}
+
+/// `/health`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    #[schema(example = "ok")]
+    pub status: &'static str,
 }
 
 /// The process is alive and answering.
-async fn health() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "health",
+    summary = "Liveness",
+    responses((status = 200, description = "The process is alive", body = Health))
+)]
+async fn health() -> Json<Health> {
+    Json(Health { status: "ok" })
 }
 
-async fn version() -> Json<Value> {
-    Json(json!({ "name": env!("CARGO_PKG_NAME"), "version": env!("CARGO_PKG_VERSION") }))
+/// `/version`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Version {
+    #[schema(example = "pgcluster-api")]
+    pub name: &'static str,
+    #[schema(example = "0.1.0")]
+    pub version: &'static str,
+}
+
+#[utoipa::path(
+    get,
+    path = "/version",
+    tag = "health",
+    summary = "The server's name and version",
+    responses((status = 200, description = "Name and version", body = Version))
+)]
+async fn version() -> Json<Version> {
+    Json(Version {
+        name: env!("CARGO_PKG_NAME"),
+        version: env!("CARGO_PKG_VERSION"),
+    })
+}
+
+/// Prometheus text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    summary = "Prometheus metrics",
+    description = "`http_requests_total{route,method,status}`, `http_request_duration_seconds`, \
+        `jobs_total{kind,status}`, `job_duration_seconds`, `jobs_running`, \
+        `job_log_bytes_total`, `job_cancellations_total`, `job_timeouts_total`. Open unless \
+        `METRICS_REQUIRE_TOKEN=true`, then it needs a `read` token.",
+    responses((status = 200, description = "Prometheus text exposition format",
+        content_type = "text/plain", body = String))
+)]
+async fn metrics() -> Response {
+    crate::metrics::render().await
+}
+
+/// `/ready`'s answer: every check with its outcome.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    pub status: ReadyStatus,
+    /// The names of the failing checks.
+    pub failing: Vec<String>,
+    /// `terraform`, `ansible_playbook`, `data_dir`, `log_dir`, `job_store`,
+    /// `vault_password`.
+    pub checks: BTreeMap<String, Check>,
+}
+
+/// Whether every check passed.
+#[derive(Debug, Serialize, ToSchema)]
+pub enum ReadyStatus {
+    #[serde(rename = "ready")]
+    Ready,
+    #[serde(rename = "not ready")]
+    NotReady,
+}
+
+/// One readiness check.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Check {
+    pub ok: bool,
+    /// The tool's version, or what is wrong.
+    pub detail: String,
 }
 
 /// Every check named with its outcome; `503` listing the failing ones.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "health",
+    summary = "Readiness: the tools, directories, job store and vault password",
+    description = "`200` when terraform and ansible-playbook answer, `DATA_DIR` and `LOG_DIR` are \
+        writable, the job store answers and the vault password is set.",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Not ready: `failing` names the broken checks", body = Readiness),
+    )
+)]
 async fn ready(State(state): State<AppState>) -> Response {
     let config = &state.config;
-    let mut checks = Map::new();
+    let mut checks: BTreeMap<String, Check> = BTreeMap::new();
     let (terraform, ansible) = tokio::join!(
         tool_version(&config.terraform_binary, "version"),
         tool_version(&config.ansible_playbook_binary, "--version"),
@@ -62,28 +157,32 @@ async fn ready(State(state): State<AppState>) -> Response {
         None => Err("ANSIBLE_VAULT_PASSWORD is not set: /ansible/run cannot work".to_string()),
     };
     checks.insert("vault_password".into(), outcome(vault));
-    let failing: Vec<&String> = checks
+    let failing: Vec<String> = checks
         .iter()
-        .filter(|(_, c)| c["ok"] == false)
-        .map(|(name, _)| name)
+        .filter(|(_, c)| !c.ok)
+        .map(|(name, _)| name.clone())
         .collect();
     let status = if failing.is_empty() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({
-        "status": if failing.is_empty() { "ready" } else { "not ready" },
-        "failing": failing,
-        "checks": checks,
-    });
+    let body = Readiness {
+        status: if failing.is_empty() {
+            ReadyStatus::Ready
+        } else {
+            ReadyStatus::NotReady
+        },
+        failing,
+        checks,
+    };
     (status, Json(body)).into_response()
 }
 
-fn outcome(result: Result<String, String>) -> Value {
+fn outcome(result: Result<String, String>) -> Check {
     match result {
-        Ok(detail) => json!({ "ok": true, "detail": detail }),
-        Err(detail) => json!({ "ok": false, "detail": detail }),
+        Ok(detail) => Check { ok: true, detail },
+        Err(detail) => Check { ok: false, detail },
     }
 }
 

@@ -3,46 +3,84 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::error::{ApiError, ApiPath, ApiQuery};
+use crate::error::{ApiError, ApiPath, ApiQuery, ErrorBody};
 use crate::runner::JobEvent;
 use crate::startup::AppState;
 use crate::store::{Job, JobFilter, JobId, JobKind, JobStatus, LogLine};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/jobs", get(list_jobs))
-        .route("/jobs/{id}", get(get_job))
-        .route("/jobs/{id}/log", get(get_job_log))
-        .route("/jobs/{id}/events", get(stream_job_events))
-        .route("/jobs/{id}/cancel", post(cancel_job))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_jobs))
+        .routes(routes!(get_job))
+        .routes(routes!(get_job_log))
+        .routes(routes!(stream_job_events))
+        .routes(routes!(cancel_job))
 }
 
-#[derive(Debug, Deserialize)]
+/// The job a route names.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct JobIdParam {
+    /// The job's id (a UUID).
+    id: JobId,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only this workspace's jobs.
     workspace: Option<String>,
+    /// Only jobs of this kind.
+    #[param(value_type = Option<JobKind>)]
     kind: Option<String>,
+    /// Only jobs in this status.
+    #[param(value_type = Option<JobStatus>)]
     status: Option<String>,
+    /// `next_cursor` of the previous page.
     cursor: Option<u64>,
+    /// Jobs per page: 1 to 500 (smaller and larger values are clamped), default 50.
     limit: Option<usize>,
 }
 
+/// A page of jobs, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobList {
+    pub jobs: Vec<Job>,
+    /// Pass back as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
 /// Newest first, filtered, a page at a time: pass `next_cursor` back as `cursor`.
+#[utoipa::path(
+    get,
+    path = "/jobs",
+    tag = "jobs",
+    summary = "List jobs, newest first",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of jobs", body = JobList),
+        (status = 400, description = "An unknown parameter or a bad value", body = ErrorBody),
+        (status = 500, response = crate::openapi::InternalError),
+    )
+)]
 async fn list_jobs(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<JobList>, ApiError> {
     let kind = match &query.kind {
         None => None,
         Some(k) => Some(JobKind::parse(k).ok_or_else(|| {
@@ -70,12 +108,26 @@ async fn list_jobs(
         .list(&filter)
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(json!({
-        "jobs": page.jobs,
-        "next_cursor": page.next_cursor.map(|c| c.to_string()),
-    })))
+    Ok(Json(JobList {
+        jobs: page.jobs,
+        next_cursor: page.next_cursor.map(|c| c.to_string()),
+    }))
 }
 
+/// The job's record.
+#[utoipa::path(
+    get,
+    path = "/jobs/{id}",
+    tag = "jobs",
+    summary = "One job's record",
+    params(JobIdParam),
+    responses(
+        (status = 200, description = "The job", body = Job),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 500, response = crate::openapi::InternalError),
+    )
+)]
 async fn get_job(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -83,19 +135,45 @@ async fn get_job(
     Ok(Json(find(&state, &id).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct LogQuery {
+    /// Lines numbered above this one (default 0): pass `next_after` back to poll.
     after: Option<u64>,
+    /// At most this many lines: 1 to 10000 (clamped), default 1000.
     limit: Option<usize>,
 }
 
+/// A slice of a job's numbered log.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobLog {
+    pub job_id: JobId,
+    pub status: JobStatus,
+    pub lines: Vec<LogLine>,
+    /// The last line's number (or `after` when there is none): the next `after`.
+    pub next_after: u64,
+}
+
 /// Lines numbered above `after` (default 0), at most `limit` (default 1000).
+#[utoipa::path(
+    get,
+    path = "/jobs/{id}/log",
+    tag = "jobs",
+    summary = "A job's numbered log lines",
+    params(JobIdParam, LogQuery),
+    responses(
+        (status = 200, description = "The lines after `after`", body = JobLog),
+        (status = 400, description = "The id is not a UUID, or a bad parameter", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 500, response = crate::openapi::InternalError),
+    )
+)]
 async fn get_job_log(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<LogQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<JobLog>, ApiError> {
     let job = find(&state, &id).await?;
     let after = query.after.unwrap_or(0);
     let limit = query.limit.unwrap_or(1000).clamp(1, 10_000);
@@ -106,23 +184,116 @@ async fn get_job_log(
         .await
         .map_err(ApiError::internal)?;
     let next = lines.last().map(|l| l.n).unwrap_or(after);
-    Ok(Json(json!({
-        "job_id": job.id,
-        "status": job.status,
-        "lines": lines,
-        "next_after": next,
-    })))
+    Ok(Json(JobLog {
+        job_id: job.id,
+        status: job.status,
+        lines,
+        next_after: next,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+/// One event of `/jobs/{id}/events`, as Server-Sent Events fields: a `line`
+/// (its number as `id`, a `LogLine` as data) or the last, `end` (the `Job`).
+/// Heartbeats are comments, not events.
+pub struct JobEventDoc;
+
+impl utoipa::PartialSchema for JobEventDoc {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::Ref;
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        let event = |name: &str, data: &str, numbered: bool| {
+            let mut event = ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .property(
+                    "event",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some([name])),
+                )
+                .required("event")
+                .property(
+                    "data",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .content_media_type("application/json")
+                        .content_schema(Some(Ref::from_schema_name(data))),
+                )
+                .required("data");
+            if numbered {
+                event = event
+                    .property(
+                        "id",
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .pattern(Some("^[0-9]+$"))
+                            .description(Some("The line's number")),
+                    )
+                    .required("id");
+            }
+            event
+        };
+        OneOfBuilder::new()
+            .item(event("line", "LogLine", true))
+            .item(event("end", "Job", false))
+            .description(Some(
+                "A `line` event per log line (replayed, then live), and a last `end` event \
+                 carrying the job",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for JobEventDoc {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "JobEvent".into()
+    }
+
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        use utoipa::PartialSchema;
+        schemas.push((LogLine::name().into(), LogLine::schema()));
+        schemas.push((Job::name().into(), Job::schema()));
+        LogLine::schemas(schemas);
+        Job::schemas(schemas);
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct EventsQuery {
+    /// Replay the lines numbered above this one (default 0); `Last-Event-ID` wins.
     after: Option<u64>,
 }
 
 /// Server-Sent Events: every log line as an event whose id is its number
 /// (replayed from `Last-Event-ID` or `?after=`, then live), heartbeats, and a
 /// last `end` event carrying the job record. Works for finished jobs too.
+#[utoipa::path(
+    get,
+    path = "/jobs/{id}/events",
+    tag = "jobs",
+    summary = "Follow a job's log live (Server-Sent Events)",
+    description = "Every log line as an event `line` (`id:` its number, data a `LogLine`), \
+        replayed from `Last-Event-ID` (or `?after=`), then live; a comment `heartbeat` every \
+        15 s; a last event `end` whose data is the `Job`. Works for finished jobs too.",
+    params(
+        JobIdParam,
+        EventsQuery,
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this line number"),
+    ),
+    responses(
+        (status = 200, description = "The event stream; the schema describes each event",
+            content_type = "text/event-stream", body = JobEventDoc),
+        (status = 400, description = "The id is not a UUID, or a bad `after` or `Last-Event-ID`", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 500, response = crate::openapi::InternalError),
+    )
+)]
 async fn stream_job_events(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -216,10 +387,34 @@ fn line_event(line: &LogLine) -> Event {
         .data(serde_json::to_string(line).unwrap_or_default())
 }
 
+/// `cancel`'s answer: the signal is sent; the job ends `cancelled`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CancelResult {
+    pub message: String,
+    pub job_id: JobId,
+}
+
+/// SIGINT to the job's process group, SIGKILL after `CANCEL_GRACE_SECS`.
+#[utoipa::path(
+    post,
+    path = "/jobs/{id}/cancel",
+    tag = "jobs",
+    summary = "Cancel a running job",
+    description = "SIGINT to the job's process group, SIGKILL after `CANCEL_GRACE_SECS`; the job \
+        ends `cancelled`.",
+    params(JobIdParam),
+    responses(
+        (status = 200, description = "Cancel requested", body = CancelResult),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "The job is not running", body = ErrorBody),
+        (status = 500, response = crate::openapi::InternalError),
+    )
+)]
 async fn cancel_job(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CancelResult>, ApiError> {
     let job = find(&state, &id).await?;
     if job.status.is_finished() || !state.runner.cancel(job.id) {
         return Err(ApiError::Conflict(format!(
@@ -228,10 +423,12 @@ async fn cancel_job(
             job.status.as_str()
         )));
     }
-    Ok(Json(json!({
-        "message": "cancel requested: SIGINT sent to the job's processes, SIGKILL after the grace period",
-        "job_id": job.id,
-    })))
+    Ok(Json(CancelResult {
+        message:
+            "cancel requested: SIGINT sent to the job's processes, SIGKILL after the grace period"
+                .into(),
+        job_id: job.id,
+    }))
 }
 
 async fn find(state: &AppState, id: &str) -> Result<Job, ApiError> {

@@ -4,6 +4,7 @@
 pub mod ansible;
 pub mod cluster;
 pub mod deploy;
+pub mod docs;
 pub mod health;
 pub mod jobs;
 pub mod terraform;
@@ -14,11 +15,13 @@ use std::sync::Arc;
 use axum::Json;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::error::ApiError;
 use crate::runner::{JobHandle, JobSpec, RunOutput, SubmitError};
 use crate::startup::AppState;
+use crate::store::{Job, JobId};
 use crate::workspace::{Holder, LockGuard, Workspace};
 
 /// `Prefer: respond-async` (RFC 7240) asks for the asynchronous answer, like
@@ -40,6 +43,31 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PreferAsync {
             .flat_map(|v| v.split(','))
             .any(|p| p.trim().eq_ignore_ascii_case("respond-async"));
         Ok(PreferAsync(prefers))
+    }
+}
+
+/// The header, documented on every run route.
+impl utoipa::IntoParams for PreferAsync {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::openapi::{ObjectBuilder, Required, Type};
+        vec![
+            ParameterBuilder::new()
+                .name("Prefer")
+                .parameter_in(ParameterIn::Header)
+                .required(Required::False)
+                .description(Some(
+                    "`respond-async` asks for the `202` answer, like `\"async\": true` in the body",
+                ))
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .examples(["respond-async"]),
+                ))
+                .build(),
+        ]
     }
 }
 
@@ -187,67 +215,88 @@ fn busy(workspace: String, holder: Holder) -> ApiError {
     }
 }
 
-/// Adds endpoint-specific keys to a success answer.
-pub type Decorate = Box<dyn FnOnce(&RunOutput, &mut Map<String, Value>) + Send>;
-
-/// How a run endpoint answers once its job is submitted: at once with `202`
-/// (async), or when the job has ended, in the original tool's shapes.
-pub struct RunAnswer {
-    pub success_message: String,
-    pub failure_message: String,
-    pub include_output: bool,
-    /// Adds endpoint-specific keys to a success answer.
-    pub decorate: Option<Decorate>,
+/// The answer of a run route started with `"async": true` (or
+/// `Prefer: respond-async`): `202` with `Location: /jobs/{id}` at once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AcceptedJob {
+    pub job_id: JobId,
+    /// The job as recorded when it was accepted (queued or running).
+    pub job: Job,
 }
 
-impl RunAnswer {
-    pub async fn respond(
-        self,
-        state: &AppState,
+/// A run route's success: a message, the job, and the tool's standard output
+/// when `"output": true` was asked.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"message": "Terraform command 'init' executed successfully",
+    "job_id": "3b0c5b4e-8f5d-4c1b-9e0a-2f6d7c8b9a10"}))]
+pub struct RunResult {
+    pub message: String,
+    pub job_id: JobId,
+    /// The tool's standard output, with `"output": true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub output: Option<String>,
+}
+
+/// What a run route answers: the job at once (`202`), or the route's success
+/// body once the job has succeeded (`200`).
+pub enum RunReply<T> {
+    Accepted(Box<AcceptedJob>),
+    Finished(T),
+}
+
+impl<T: Serialize> IntoResponse for RunReply<T> {
+    fn into_response(self) -> Response {
+        match self {
+            RunReply::Finished(body) => Json(body).into_response(),
+            RunReply::Accepted(accepted) => {
+                let location = format!("/jobs/{}", accepted.job_id);
+                let mut response = (StatusCode::ACCEPTED, Json(*accepted)).into_response();
+                response.headers_mut().insert(
+                    header::LOCATION,
+                    location.parse().expect("a job path is a valid header"),
+                );
+                response
+            }
+        }
+    }
+}
+
+impl AppState {
+    /// Answers at once with the job (async), or waits for its end: a job that
+    /// did not succeed answers `failure` with its details (the original
+    /// tool's shape), a successful one what `done` makes of its output.
+    pub async fn reply<T>(
+        &self,
         handle: JobHandle,
         run_async: bool,
-    ) -> Result<Response, ApiError> {
+        failure: impl Into<String>,
+        done: impl FnOnce(&RunOutput) -> T,
+    ) -> Result<RunReply<T>, ApiError> {
         if run_async {
             let id = handle.id;
-            let job = state
+            let job = self
                 .runner
                 .store()
                 .get(id)
                 .await
                 .map_err(ApiError::internal)?
                 .ok_or_else(|| ApiError::internal(format!("job {id} vanished")))?;
-            let mut response = (
-                StatusCode::ACCEPTED,
-                Json(json!({ "job_id": id, "job": job })),
-            )
-                .into_response();
-            response.headers_mut().insert(
-                header::LOCATION,
-                format!("/jobs/{id}")
-                    .parse()
-                    .expect("a job path is a valid header"),
-            );
-            return Ok(response);
+            return Ok(RunReply::Accepted(Box::new(AcceptedJob {
+                job_id: id,
+                job,
+            })));
         }
         let output: Arc<RunOutput> = handle.wait().await;
         if output.status != crate::store::JobStatus::Succeeded {
             return Err(ApiError::ToolFailed {
-                error: self.failure_message,
+                error: failure.into(),
                 details: details(&output),
                 job_id: output.job_id,
-                status: output.status.as_str().to_string(),
+                status: output.status,
             });
         }
-        let mut body = Map::new();
-        body.insert("message".into(), json!(self.success_message));
-        body.insert("job_id".into(), json!(output.job_id));
-        if self.include_output {
-            body.insert("output".into(), json!(output.stdout));
-        }
-        if let Some(decorate) = self.decorate {
-            decorate(&output, &mut body);
-        }
-        Ok(Json(Value::Object(body)).into_response())
+        Ok(RunReply::Finished(done(&output)))
     }
 }
 

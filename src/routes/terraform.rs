@@ -1,50 +1,83 @@
 //! `/terraform/*`: generate the tfvars, run init, plan, apply, destroy, output.
 
-use axum::Router;
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::{PreferAsync, RunAnswer, SeesSecrets, StartedBy, WorkspaceParam};
+use super::{PreferAsync, RunReply, RunResult, SeesSecrets, StartedBy, WorkspaceParam};
 use crate::domain::RunOptions;
 use crate::domain::tfvars::{StackVariables, conform};
-use crate::error::{ApiError, OptionalJson};
-use crate::runner::JobSpec;
+use crate::error::{ApiError, ErrorBody, OptionalJson};
+use crate::runner::{JobHandle, JobSpec, RunOutput};
 use crate::startup::AppState;
 use crate::tools::terraform::{self, Command, Outputs};
 use crate::workspace::{Workspace, write_atomic};
 
-/// The original routes act on `default`; the same under `/workspaces/{name}`.
-pub fn router() -> Router<AppState> {
-    let mut router = Router::new();
-    for prefix in ["", "/workspaces/{name}"] {
-        router = router.route(&format!("{prefix}/terraform/generate"), post(generate));
-        for command in [
-            Command::Init,
-            Command::Plan,
-            Command::Apply,
-            Command::Destroy,
-            Command::Output,
-        ] {
-            let handler = move |s, w, b, r, p, o| run(s, w, b, r, p, o, command);
-            router = router.route(
-                &format!("{prefix}/terraform/{}", command.name()),
-                post(handler),
-            );
-        }
-    }
-    router
+/// The routes act on `default`; `startup` nests the same under
+/// `/workspaces/{name}`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(generate))
+        .routes(routes!(init))
+        .routes(routes!(plan))
+        .routes(routes!(apply))
+        .routes(routes!(destroy))
+        .routes(routes!(output))
+}
+
+/// The body of `generate`: the stack's variables by name. Names, types and
+/// defaults come from the stack's `variables.tf`; numbers may be sent as
+/// numeric strings (`"2"`).
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = Object)]
+pub struct TerraformVariables(pub Map<String, Value>);
+
+/// `generate`'s success: the variables written and the defaults left to the stack.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GenerateResult {
+    pub message: String,
+    /// The variables given, as given.
+    #[schema(value_type = Object)]
+    pub used_variables: Map<String, Value>,
+    /// The stack's defaults of the variables not given.
+    #[schema(value_type = Object)]
+    pub default_variables: Map<String, Value>,
 }
 
 /// Checks the variables against the stack's `variables.tf` and writes
 /// `terraform.tfvars` from its template.
+#[utoipa::path(
+    post,
+    path = "/terraform/generate",
+    operation_id = "terraform_generate",
+    tag = "terraform",
+    summary = "Write terraform.tfvars from the stack's variables",
+    description = "Checks every variable against the stack's `variables.tf` (names, HCL types, \
+        validation blocks) and writes `terraform.tfvars`. Nothing is written when a variable is \
+        unknown, missing or invalid. A saved plan made from the previous variables can no longer \
+        be applied.",
+    request_body(content = TerraformVariables, description = "The stack's variables by name",
+        example = json!({"bastion_key_pair": "bastion-key", "db_key_pair": "db-key",
+            "replica_count": "2"})),
+    responses(
+        (status = 200, description = "terraform.tfvars written", body = GenerateResult),
+        (status = 400, description = "Not a JSON object, or unknown, missing or invalid \
+            variables (`unknown_variables`, `missing_variables`, `fields`); nothing written",
+            body = ErrorBody),
+        (status = 409, description = "The workspace is busy", body = ErrorBody),
+        (status = 500, response = crate::openapi::InternalError),
+    )
+)]
 async fn generate(
     State(state): State<AppState>,
     WorkspaceParam(workspace): WorkspaceParam,
-    OptionalJson(body): OptionalJson<Option<Map<String, Value>>>,
-) -> Result<Response, ApiError> {
-    let Some(given) = body else {
+    OptionalJson(body): OptionalJson<Option<TerraformVariables>>,
+) -> Result<axum::Json<GenerateResult>, ApiError> {
+    let Some(TerraformVariables(given)) = body else {
         return Err(ApiError::bad_request(
             "the request body must be a JSON object of terraform variables",
         ));
@@ -52,12 +85,11 @@ async fn generate(
     let tfvars = Tfvars::check(&state, &workspace, &given)?;
     let _hold = state.hold_for_files(&workspace)?;
     tfvars.write(&state, &workspace)?;
-    Ok(axum::Json(json!({
-        "message": "terraform.tfvars file generated successfully",
-        "used_variables": given,
-        "default_variables": tfvars.defaults,
+    Ok(axum::Json(GenerateResult {
+        message: "terraform.tfvars file generated successfully".into(),
+        used_variables: given,
+        default_variables: tfvars.defaults,
     }))
-    .into_response())
 }
 
 /// Variables checked against the stack's `variables.tf`, rendered as
@@ -143,78 +175,304 @@ impl Tfvars {
     }
 }
 
-/// The run handler of every terraform command; its route names the command.
-/// Only an authenticated admin's `output` shows sensitive values.
-async fn run(
-    state: State<AppState>,
-    ws: WorkspaceParam,
-    by: StartedBy,
-    SeesSecrets(sees_secrets): SeesSecrets,
-    prefer: PreferAsync,
-    options: OptionalJson<RunOptions>,
-    command: Command,
-) -> Result<Response, ApiError> {
-    let reveal = sees_secrets && command == Command::Output;
-    run_revealing(state, ws, by, prefer, options, command, reveal).await
+/// `terraform plan`'s `-detailed-exitcode`: 2 when the plan changes something.
+fn plan_changes(exit_code: Option<i32>) -> bool {
+    exit_code == Some(2)
 }
 
-/// `reveal`: sensitive outputs in clear (an authenticated admin asked).
-async fn run_revealing(
+/// `plan`'s success: whether the saved plan changes anything.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlanResult {
+    pub message: String,
+    pub job_id: crate::store::JobId,
+    /// Whether the plan changes anything (`-detailed-exitcode` 2).
+    pub changes: bool,
+    /// terraform's standard output, with `"output": true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub output: Option<String>,
+}
+
+/// `output`'s success: `terraform output -json` parsed, and as text.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"message": "Terraform output command executed successfully",
+    "job_id": "3b0c5b4e-8f5d-4c1b-9e0a-2f6d7c8b9a10",
+    "outputs": {"bastion_eip_address": "203.0.113.10", "primary_db_addr": "10.20.1.10",
+                "replica_db_addresses": ["10.20.2.11"]},
+    "output": "bastion_eip_address = \"203.0.113.10\"\n"}))]
+pub struct OutputResult {
+    pub message: String,
+    pub job_id: crate::store::JobId,
+    /// Every output by name; sensitive ones show as `"(sensitive value)"`
+    /// except to an authenticated admin token.
+    #[schema(value_type = Object)]
+    pub outputs: Map<String, Value>,
+    /// The same outputs as text (or pretty JSON with `OUTPUT_FORMAT=json`).
+    pub output: String,
+}
+
+/// The body of `destroy`, as documented: the run options and the
+/// confirmation. The handler reads it as `RunOptions`, whose `confirm` only
+/// destroy accepts; a unit test keeps the two alike.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"confirm": "default"}))]
+#[allow(dead_code)]
+pub struct DestroyOptions {
+    /// Return terraform's standard output in the answer.
+    #[serde(default)]
+    output: bool,
+    /// Answer `202` at once with the job instead of waiting for its end.
+    #[serde(default, rename = "async")]
+    run_async: bool,
+    /// The workspace's name, typed out (`default` on the original routes).
+    confirm: String,
+}
+
+/// A terraform job submitted, and how its caller wants the answer.
+struct Started {
+    handle: JobHandle,
+    command: Command,
+    run_async: bool,
+    include_output: bool,
+}
+
+impl Started {
+    /// The job at once (async), or its success as `done` makes it.
+    async fn reply<T>(
+        self,
+        state: &AppState,
+        done: impl FnOnce(&RunOutput) -> T,
+    ) -> Result<RunReply<T>, ApiError> {
+        let failure = match self.command {
+            Command::Output => "Terraform output command failed".to_string(),
+            command => format!("Terraform command '{}' failed", command.name()),
+        };
+        state
+            .reply(self.handle, self.run_async, failure, done)
+            .await
+    }
+
+    /// The answer of init, apply and destroy.
+    async fn reply_run_result(self, state: &AppState) -> Result<RunReply<RunResult>, ApiError> {
+        let name = self.command.name();
+        let include_output = self.include_output;
+        self.reply(state, |out| RunResult {
+            message: format!("Terraform command '{name}' executed successfully"),
+            job_id: out.job_id,
+            output: include_output.then(|| out.stdout.clone()),
+        })
+        .await
+    }
+}
+
+/// `terraform init -input=false -no-color`.
+#[utoipa::path(
+    post,
+    path = "/terraform/init",
+    operation_id = "terraform_init",
+    tag = "terraform",
+    summary = "terraform init",
+    description = "Runs `terraform init -input=false -no-color` in the workspace's copy of the stack.",
+    params(PreferAsync),
+    request_body(content = Option<RunOptions>, description = "Run options; the body may be omitted"),
+    responses(
+        (status = 200, description = "terraform init succeeded", body = RunResult),
+        (status = 202, response = crate::openapi::Accepted),
+        (status = 400, description = "Invalid options, or terraform failed (`job_id`, `status`, `details`)", body = ErrorBody),
+        (status = 409, response = crate::openapi::Busy),
+        (status = 500, response = crate::openapi::InternalError),
+    )
+)]
+async fn init(
     State(state): State<AppState>,
+    ws: WorkspaceParam,
+    by: StartedBy,
+    prefer: PreferAsync,
+    options: OptionalJson<RunOptions>,
+) -> Result<RunReply<RunResult>, ApiError> {
+    let started = start(&state, ws, by, prefer, options, Command::Init).await?;
+    started.reply_run_result(&state).await
+}
+
+/// `terraform plan`, saved for apply.
+#[utoipa::path(
+    post,
+    path = "/terraform/plan",
+    operation_id = "terraform_plan",
+    tag = "terraform",
+    summary = "terraform plan, saved for apply",
+    description = "Runs `terraform plan -input=false -no-color -detailed-exitcode -out=<plan file>`. \
+        The plan is saved for `apply`, with the digest of the `terraform.tfvars` it was made from.",
+    params(PreferAsync),
+    request_body(content = Option<RunOptions>, description = "Run options; the body may be omitted"),
+    responses(
+        (status = 200, description = "The plan is saved", body = PlanResult),
+        (status = 202, response = crate::openapi::Accepted),
+        (status = 400, description = "Invalid options, or terraform failed (`job_id`, `status`, `details`)", body = ErrorBody),
+        (status = 409, response = crate::openapi::Busy),
+        (status = 500, response = crate::openapi::InternalError),
+    )
+)]
+async fn plan(
+    State(state): State<AppState>,
+    ws: WorkspaceParam,
+    by: StartedBy,
+    prefer: PreferAsync,
+    options: OptionalJson<RunOptions>,
+) -> Result<RunReply<PlanResult>, ApiError> {
+    let started = start(&state, ws, by, prefer, options, Command::Plan).await?;
+    let include_output = started.include_output;
+    started
+        .reply(&state, |out| PlanResult {
+            message: "Terraform command 'plan' executed successfully".into(),
+            job_id: out.job_id,
+            changes: plan_changes(out.exit_code),
+            output: include_output.then(|| out.stdout.clone()),
+        })
+        .await
+}
+
+/// `terraform apply` of the saved plan, once.
+#[utoipa::path(
+    post,
+    path = "/terraform/apply",
+    operation_id = "terraform_apply",
+    tag = "terraform",
+    summary = "terraform apply of the saved plan",
+    description = "Runs `terraform apply -input=false -no-color <saved plan>`: exactly what was \
+        planned, once.",
+    params(PreferAsync),
+    request_body(content = Option<RunOptions>, description = "Run options; the body may be omitted"),
+    responses(
+        (status = 200, description = "terraform apply succeeded", body = RunResult),
+        (status = 202, response = crate::openapi::Accepted),
+        (status = 400, description = "Invalid options, or terraform failed (`job_id`, `status`, `details`)", body = ErrorBody),
+        (status = 409, description = "No saved plan, a plan made before terraform.tfvars last \
+            changed, or the workspace is busy (`job_id`, `Retry-After`)", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait, when a job holds the workspace"))),
+        (status = 500, response = crate::openapi::InternalError),
+    )
+)]
+async fn apply(
+    State(state): State<AppState>,
+    ws: WorkspaceParam,
+    by: StartedBy,
+    prefer: PreferAsync,
+    options: OptionalJson<RunOptions>,
+) -> Result<RunReply<RunResult>, ApiError> {
+    let started = start(&state, ws, by, prefer, options, Command::Apply).await?;
+    started.reply_run_result(&state).await
+}
+
+/// `terraform destroy`, confirmed by the workspace's name.
+#[utoipa::path(
+    post,
+    path = "/terraform/destroy",
+    operation_id = "terraform_destroy",
+    tag = "terraform",
+    summary = "terraform destroy (confirmed by the workspace's name)",
+    description = "Runs `terraform destroy -input=false -no-color -auto-approve`, only with \
+        `{\"confirm\": \"<workspace name>\"}` in the body (`default` on the original routes).",
+    params(PreferAsync),
+    request_body(content = DestroyOptions, description = "The confirmation and run options"),
+    responses(
+        (status = 200, description = "terraform destroy succeeded", body = RunResult),
+        (status = 202, response = crate::openapi::Accepted),
+        (status = 400, description = "No or a wrong confirmation, invalid options, or terraform \
+            failed (`job_id`, `status`, `details`)", body = ErrorBody),
+        (status = 409, response = crate::openapi::Busy),
+        (status = 500, response = crate::openapi::InternalError),
+    )
+)]
+async fn destroy(
+    State(state): State<AppState>,
+    ws: WorkspaceParam,
+    by: StartedBy,
+    prefer: PreferAsync,
+    options: OptionalJson<RunOptions>,
+) -> Result<RunReply<RunResult>, ApiError> {
+    let started = start(&state, ws, by, prefer, options, Command::Destroy).await?;
+    started.reply_run_result(&state).await
+}
+
+/// `terraform output -json`, parsed. Only an authenticated admin sees
+/// sensitive values.
+#[utoipa::path(
+    post,
+    path = "/terraform/output",
+    operation_id = "terraform_output",
+    tag = "terraform",
+    summary = "terraform output, parsed",
+    description = "Runs `terraform output -json` and answers its outputs. Sensitive outputs show \
+        as `\"(sensitive value)\"` except to an authenticated admin token.",
+    params(PreferAsync),
+    request_body(content = Option<RunOptions>, description = "Run options; the body may be omitted"),
+    responses(
+        (status = 200, description = "The outputs", body = OutputResult),
+        (status = 202, response = crate::openapi::Accepted),
+        (status = 400, description = "Invalid options, or terraform failed (`job_id`, `status`, `details`)", body = ErrorBody),
+        (status = 409, response = crate::openapi::Busy),
+        (status = 500, response = crate::openapi::InternalError),
+    )
+)]
+async fn output(
+    State(state): State<AppState>,
+    ws: WorkspaceParam,
+    by: StartedBy,
+    SeesSecrets(reveal): SeesSecrets,
+    prefer: PreferAsync,
+    options: OptionalJson<RunOptions>,
+) -> Result<RunReply<OutputResult>, ApiError> {
+    let started = start(&state, ws, by, prefer, options, Command::Output).await?;
+    let format = state.config.output_format;
+    started
+        .reply(&state, move |out| {
+            let outputs = Outputs::parse(&out.stdout).unwrap_or_default();
+            let shown = if reveal {
+                outputs.values.clone()
+            } else {
+                outputs.masked()
+            };
+            let text = match format {
+                crate::config::OutputFormat::Json => {
+                    serde_json::to_string_pretty(&shown).unwrap_or_default()
+                }
+                crate::config::OutputFormat::Text => Outputs::text_of(&shown),
+            };
+            OutputResult {
+                message: "Terraform output command executed successfully".into(),
+                job_id: out.job_id,
+                outputs: shown,
+                output: text,
+            }
+        })
+        .await
+}
+
+/// Checks the options and submits the command's job.
+async fn start(
+    state: &AppState,
     WorkspaceParam(workspace): WorkspaceParam,
     started_by: StartedBy,
     PreferAsync(prefer_async): PreferAsync,
     OptionalJson(mut options): OptionalJson<RunOptions>,
     command: Command,
-    reveal: bool,
-) -> Result<Response, ApiError> {
+) -> Result<Started, ApiError> {
     options.run_async |= prefer_async;
     check_confirmation(command, options.confirm.as_deref(), workspace.name())?;
     let request = json!({ "output": options.output, "async": options.run_async });
-    let spec = run_spec(&state, &workspace, command, request, false)?;
+    let spec = run_spec(state, &workspace, command, request, false)?;
     let mut spec = spec;
     started_by.stamp(&mut spec);
     spec.capture_stdout |= options.output && !options.run_async;
     let handle = state.submit(spec).await?;
-    let name = command.name();
-    let answer = if command == Command::Output {
-        let format = state.config.output_format;
-        RunAnswer {
-            success_message: "Terraform output command executed successfully".into(),
-            failure_message: "Terraform output command failed".into(),
-            include_output: false,
-            decorate: Some(Box::new(move |out, body| {
-                let outputs = Outputs::parse(&out.stdout).unwrap_or_default();
-                let masked = if reveal {
-                    outputs.values.clone()
-                } else {
-                    outputs.masked()
-                };
-                let text = match format {
-                    crate::config::OutputFormat::Json => {
-                        serde_json::to_string_pretty(&masked).unwrap_or_default()
-                    }
-                    crate::config::OutputFormat::Text => Outputs::text_of(&masked),
-                };
-                body.insert("output".into(), json!(text));
-                body.insert("outputs".into(), Value::Object(masked));
-            })),
-        }
-    } else {
-        RunAnswer {
-            success_message: format!("Terraform command '{name}' executed successfully"),
-            failure_message: format!("Terraform command '{name}' failed"),
-            include_output: options.output,
-            decorate: Some(Box::new(|out, body| {
-                if let Some(Value::Object(result)) = &out.result {
-                    for (k, v) in result {
-                        body.insert(k.clone(), v.clone());
-                    }
-                }
-            })),
-        }
-    };
-    answer.respond(&state, handle, options.run_async).await
+    Ok(Started {
+        handle,
+        command,
+        run_async: options.run_async,
+        include_output: options.output,
+    })
 }
 
 /// The job of a terraform command. `held`: the caller (a deploy) already
@@ -255,7 +513,7 @@ pub(crate) fn run_spec(
                 ws.clear_latest_plan();
                 ws.set_latest_plan(&saved, &tfvars_sha256)
                     .map_err(|e| format!("could not record the saved plan: {e}"))?;
-                Ok(Some(json!({ "changes": out.exit_code == Some(2) })))
+                Ok(Some(json!({ "changes": plan_changes(out.exit_code) })))
             }));
             spec.on_finish = Some(Box::new(move |status| {
                 if status != crate::store::JobStatus::Succeeded {

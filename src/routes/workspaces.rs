@@ -2,55 +2,103 @@
 //! stack, tfvars, state, plans, inventory and lock. The run routes act on one
 //! under `/workspaces/{name}/...`; the original routes act on `default`.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{DEFAULT_WORKSPACE, WorkspaceParam};
 use crate::domain::{StackVariables, WorkspaceName};
-use crate::error::{ApiError, ApiJson};
+use crate::error::{ApiError, ApiJson, ErrorBody};
 use crate::startup::AppState;
 use crate::workspace::{Holder, Workspace};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/workspaces", get(list_workspaces).post(create_workspace))
-        .route(
-            "/workspaces/{name}",
-            get(get_workspace).delete(delete_workspace),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_workspaces, create_workspace))
+        .routes(routes!(get_workspace, delete_workspace))
 }
 
-#[derive(Deserialize)]
+/// The workspace a route names: `/workspaces/{name}`. `startup` adds the
+/// same parameter to every run route nested under it.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct WorkspaceNameParam {
+    /// 1-32 lowercase letters, digits or `-`, starting with a letter
+    /// (`default` is the workspace of the original routes).
+    #[param(pattern = r"^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$", example = "default")]
+    name: String,
+}
+
+/// The body of `POST /workspaces`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateRequest {
+#[schema(example = json!({"name": "staging", "stack": "aws"}))]
+pub struct CreateRequest {
+    /// 1-32 lowercase letters, digits or `-`, starting with a letter.
+    #[schema(pattern = r"^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$")]
     name: String,
     /// A stack directory next to `TERRAFORM_DIR` (`aws`, `local`); default:
     /// the one `TERRAFORM_DIR` names.
     stack: Option<String>,
 }
 
-fn describe(state: &AppState, workspace: &Workspace) -> Value {
-    let stack_dir = state.stack_dir(workspace);
-    let holder = match state.runner.locks().holder(workspace.name()) {
-        Some(Holder::Job(id)) => json!(id),
-        Some(Holder::FileUpdate) => json!("file update"),
-        None => Value::Null,
-    };
-    json!({
-        "name": workspace.name(),
-        "stack": stack_dir.file_name().map(|n| n.to_string_lossy().into_owned()),
-        "resources": workspace.resource_count(),
-        "configured": workspace.ansible_dir().join("hosts.ini").is_file(),
-        "busy_with": holder,
-    })
+/// A workspace and what is in it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkspaceInfo {
+    pub name: String,
+    /// The stack it runs (a directory next to `TERRAFORM_DIR`).
+    pub stack: Option<String>,
+    /// Resources in its terraform state.
+    pub resources: usize,
+    /// Whether `configure` has written its inventory.
+    pub configured: bool,
+    /// The job holding it (its id), `file update`, or null when idle.
+    pub busy_with: Option<String>,
 }
 
-async fn list_workspaces(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// Every workspace, `default` first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkspaceList {
+    pub workspaces: Vec<WorkspaceInfo>,
+}
+
+/// `DELETE /workspaces/{name}`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Deleted {
+    pub message: String,
+}
+
+fn describe(state: &AppState, workspace: &Workspace) -> WorkspaceInfo {
+    let stack_dir = state.stack_dir(workspace);
+    let busy_with = match state.runner.locks().holder(workspace.name()) {
+        Some(Holder::Job(id)) => Some(id.to_string()),
+        Some(Holder::FileUpdate) => Some("file update".to_string()),
+        None => None,
+    };
+    WorkspaceInfo {
+        name: workspace.name().to_string(),
+        stack: stack_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned()),
+        resources: workspace.resource_count(),
+        configured: workspace.ansible_dir().join("hosts.ini").is_file(),
+        busy_with,
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/workspaces",
+    tag = "workspaces",
+    summary = "List the workspaces",
+    responses((status = 200, description = "Every workspace, `default` first", body = WorkspaceList))
+)]
+async fn list_workspaces(State(state): State<AppState>) -> Json<WorkspaceList> {
     let mut names = vec![DEFAULT_WORKSPACE.to_string()];
     if let Ok(entries) = std::fs::read_dir(state.config.data_dir.join("workspaces")) {
         let mut others: Vec<String> = entries
@@ -62,17 +110,33 @@ async fn list_workspaces(State(state): State<AppState>) -> Result<Json<Value>, A
         others.sort();
         names.extend(others);
     }
-    let workspaces: Vec<Value> = names
+    let workspaces = names
         .iter()
         .map(|n| describe(&state, &state.workspace(n)))
         .collect();
-    Ok(Json(json!({ "workspaces": workspaces })))
+    Json(WorkspaceList { workspaces })
 }
 
+#[utoipa::path(
+    post,
+    path = "/workspaces",
+    tag = "workspaces",
+    summary = "Create a workspace",
+    description = "A named environment with its own copy of a stack, tfvars, state, saved plans, \
+        inventory and lock. Every run route works on it under `/workspaces/{name}/...`.",
+    request_body(content = CreateRequest),
+    responses(
+        (status = 201, description = "Created", body = WorkspaceInfo),
+        (status = 400, description = "A bad name or an unknown stack (`fields`)", body = ErrorBody),
+        (status = 409, description = "The workspace exists, or another request is creating or \
+            deleting it", body = ErrorBody),
+        (status = 500, response = crate::openapi::InternalError),
+    )
+)]
 async fn create_workspace(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<CreateRequest>,
-) -> Result<Response, ApiError> {
+) -> Result<(StatusCode, Json<WorkspaceInfo>), ApiError> {
     let name = WorkspaceName::parse(&request.name).map_err(|e| ApiError::field("name", e))?;
     let stack = match request.stack {
         Some(stack) => stack,
@@ -91,14 +155,19 @@ async fn create_workspace(
         ));
     }
     let workspace = state.workspace(name.as_str());
-    if workspace.exists() {
-        return Err(ApiError::Conflict(format!(
-            "workspace '{}' already exists",
-            name.as_str()
-        )));
+    {
+        // Held like a delete holds it: two requests creating the same name
+        // (or one deleting it) take turns, and only one of them creates it.
+        let _hold = state.hold_for_files(&workspace)?;
+        if workspace.exists() {
+            return Err(ApiError::Conflict(format!(
+                "workspace '{}' already exists",
+                name.as_str()
+            )));
+        }
+        workspace.create(&stack).map_err(ApiError::internal)?;
     }
-    workspace.create(&stack).map_err(ApiError::internal)?;
-    Ok((StatusCode::CREATED, Json(describe(&state, &workspace))).into_response())
+    Ok((StatusCode::CREATED, Json(describe(&state, &workspace))))
 }
 
 /// Directories next to `TERRAFORM_DIR` whose `*.tf` declare variables.
@@ -119,19 +188,47 @@ fn known_stacks(state: &AppState) -> Vec<String> {
     stacks
 }
 
+#[utoipa::path(
+    get,
+    path = "/workspaces/{name}",
+    tag = "workspaces",
+    summary = "One workspace",
+    params(WorkspaceNameParam),
+    responses(
+        (status = 200, description = "The workspace", body = WorkspaceInfo),
+        (status = 400, description = "Not a workspace name", body = ErrorBody),
+        (status = 404, description = "No such workspace", body = ErrorBody),
+    )
+)]
 async fn get_workspace(
     State(state): State<AppState>,
     WorkspaceParam(workspace): WorkspaceParam,
-) -> Json<Value> {
+) -> Json<WorkspaceInfo> {
     Json(describe(&state, &workspace))
 }
 
 /// Refused while the workspace's state still holds resources (destroy
 /// first) or a job holds it.
+#[utoipa::path(
+    delete,
+    path = "/workspaces/{name}",
+    tag = "workspaces",
+    summary = "Delete a workspace",
+    description = "Refused while its state holds resources (destroy first) or a job holds it. \
+        `default` cannot be deleted.",
+    params(WorkspaceNameParam),
+    responses(
+        (status = 200, description = "Deleted", body = Deleted),
+        (status = 400, description = "Not a workspace name, or `default`", body = ErrorBody),
+        (status = 404, description = "No such workspace", body = ErrorBody),
+        (status = 409, description = "Resources remain in its state, or it is busy", body = ErrorBody),
+        (status = 500, response = crate::openapi::InternalError),
+    )
+)]
 async fn delete_workspace(
     State(state): State<AppState>,
     WorkspaceParam(workspace): WorkspaceParam,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Deleted>, ApiError> {
     if workspace.name() == DEFAULT_WORKSPACE {
         return Err(ApiError::field(
             "name",
@@ -148,7 +245,7 @@ async fn delete_workspace(
         )));
     }
     workspace.remove().map_err(ApiError::internal)?;
-    Ok(Json(json!({
-        "message": format!("workspace '{}' deleted", workspace.name()),
-    })))
+    Ok(Json(Deleted {
+        message: format!("workspace '{}' deleted", workspace.name()),
+    }))
 }

@@ -70,8 +70,12 @@ impl Workspace {
         meta["stack"].as_str().map(String::from)
     }
 
-    /// Records a new workspace and its stack.
+    /// Records a new workspace and its stack. Directories a request racing
+    /// the removal of an earlier workspace of this name left go first.
     pub fn create(&self, stack: &str) -> io::Result<()> {
+        if self.root.exists() && !self.root.join(META).is_file() {
+            self.remove()?;
+        }
         self.ensure()?;
         let meta = serde_json::json!({
             "name": self.name,
@@ -94,9 +98,16 @@ impl Workspace {
             .unwrap_or(0)
     }
 
-    /// Removes the workspace's files.
+    /// Removes the workspace's files. The directory is first renamed out of
+    /// the way, at once: a request that creates directories in the workspace
+    /// at the same moment (it passed the existence check just before) then
+    /// cannot make the removal fail half-way, and what it creates is no
+    /// workspace (no `workspace.json`).
     pub fn remove(&self) -> io::Result<()> {
-        fs::remove_dir_all(&self.root)
+        let parent = self.root.parent().unwrap_or(&self.root);
+        let removed = parent.join(format!(".removed-{}-{}", self.name, uuid::Uuid::new_v4()));
+        fs::rename(&self.root, &removed)?;
+        fs::remove_dir_all(&removed)
     }
 
     pub fn terraform_dir(&self) -> PathBuf {
@@ -269,6 +280,45 @@ pub fn write_atomic(path: &Path, content: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A run request that passed the workspace's existence check creates its
+    /// directories while `DELETE /workspaces/{name}` removes them.
+    #[test]
+    fn removal_succeeds_while_a_request_creates_directories_in_it() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let data = tempfile::tempdir().unwrap();
+        for round in 0..50 {
+            let ws = Workspace::new(data.path(), "race");
+            ws.create("stack").unwrap();
+            for i in 0..20 {
+                fs::write(ws.terraform_dir().join(format!("f{i}.tf")), "#").unwrap();
+            }
+            let stop = Arc::new(AtomicBool::new(false));
+            let creator = {
+                let (ws, stop) = (ws.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let _ = ws.ensure();
+                    }
+                })
+            };
+            let removed = ws.remove();
+            stop.store(true, Ordering::Relaxed);
+            creator.join().unwrap();
+            assert!(removed.is_ok(), "round {round}: {removed:?}");
+            assert!(!ws.exists());
+            // What the creator made after the removal is no workspace, and
+            // creating one of the same name starts afresh.
+            ws.create("stack").unwrap();
+            assert_eq!(fs::read_dir(ws.terraform_dir()).unwrap().count(), 0);
+            fs::remove_dir_all(ws.root()).unwrap();
+        }
+        let left: Vec<_> = fs::read_dir(data.path().join("workspaces"))
+            .unwrap()
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
 
     #[test]
     fn the_stack_is_mirrored_without_its_state_and_stale_files_go() {

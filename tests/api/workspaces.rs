@@ -200,3 +200,74 @@ async fn a_busy_workspace_does_not_block_another() {
     let listed = app.get("/jobs?workspace=one").await.body;
     assert_eq!(listed["jobs"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_workspace_while_runs_start_on_it_never_fails_the_server() {
+    let app = spawn_app().await;
+    let url = |path: &str| format!("{}{path}", app.address);
+    for round in 0..20 {
+        let created = app.post("/workspaces", json!({"name": "race"})).await;
+        assert_eq!(created.status, 201, "round {round}: {:?}", created.body);
+        let mut inits = tokio::task::JoinSet::new();
+        for _ in 0..4 {
+            let (client, init) = (app.client.clone(), url("/workspaces/race/terraform/init"));
+            inits.spawn(async move { client.post(init).send().await.unwrap().status().as_u16() });
+        }
+        let delete = || async {
+            let answer = app.client.delete(url("/workspaces/race")).send().await;
+            answer.unwrap().status().as_u16()
+        };
+        let deleted = delete().await;
+        assert!(
+            [200, 409].contains(&deleted),
+            "round {round}: delete {deleted}"
+        );
+        for status in inits.join_all().await {
+            // Done, refused while the workspace is busy, gone, or failed
+            // because its directory went under it; never a server error.
+            assert!(
+                [200, 400, 404, 409].contains(&status),
+                "round {round}: init {status}"
+            );
+        }
+        // Deleted once nothing holds it; then it can be made again.
+        while app.get("/workspaces/race").await.status == 200 {
+            let again = delete().await;
+            assert!([200, 409].contains(&again), "round {round}: delete {again}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workspace_created_by_several_requests_at_once_is_created_once() {
+    let app = spawn_app().await;
+    for round in 0..20 {
+        let name = format!("twin{round}");
+        let mut creates = tokio::task::JoinSet::new();
+        for stack in ["stack", "slow_stack", "stack", "slow_stack"] {
+            let (client, url) = (app.client.clone(), format!("{}/workspaces", app.address));
+            let body = json!({"name": name, "stack": stack});
+            creates.spawn(async move {
+                let answer = client.post(url).json(&body).send().await.unwrap();
+                let status = answer.status().as_u16();
+                (status, answer.json::<serde_json::Value>().await.unwrap())
+            });
+        }
+        let answers = creates.join_all().await;
+        let created: Vec<_> = answers
+            .iter()
+            .filter(|(status, _)| *status == 201)
+            .collect();
+        assert_eq!(created.len(), 1, "round {round}: {answers:?}");
+        assert!(
+            answers
+                .iter()
+                .all(|(status, _)| [201, 409].contains(status)),
+            "round {round}: {answers:?}"
+        );
+        // The one told it was created has the stack it asked for.
+        let workspace = app.get(&format!("/workspaces/{name}")).await;
+        assert_eq!(workspace.body["stack"], created[0].1["stack"]);
+        assert_eq!(created[0].1["busy_with"], serde_json::Value::Null);
+    }
+}
