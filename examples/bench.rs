@@ -5,6 +5,10 @@
 //!
 //! Expects in the environment (bench.sh sets them): `BENCH_TERRAFORM` and
 //! `BENCH_ANSIBLE_PLAYBOOK` (the real tools), `wrk` on PATH.
+//!
+//! Arguments name the sections to run (`overhead load memory latency startup
+//! scaling`); with some named, only those run and their raw figures are
+//! printed on standard output, leaving the recorded results alone.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -24,6 +28,7 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>
 #[tokio::main]
 async fn main() -> Result<()> {
     let bench = Bench::from_env()?;
+    let only: Vec<String> = std::env::args().skip(1).collect();
     let started = Instant::now();
     let mut raw = serde_json::Map::new();
     raw.insert("machine".into(), bench.machine());
@@ -36,7 +41,17 @@ async fn main() -> Result<()> {
         ("startup", "5. start-up"),
         ("scaling", "6. concurrent jobs"),
     ];
+    if let Some(unknown) = only
+        .iter()
+        .find(|name| !sections.iter().any(|(key, _)| key == name))
+    {
+        let known: Vec<&str> = sections.iter().map(|(key, _)| *key).collect();
+        return Err(format!("no section {unknown}: one of {}", known.join(", ")).into());
+    }
     for (key, title) in sections {
+        if !only.is_empty() && !only.iter().any(|name| name == key) {
+            continue;
+        }
         eprintln!("bench: {title}");
         let t = Instant::now();
         let value = match key {
@@ -59,6 +74,10 @@ async fn main() -> Result<()> {
         json!(round(started.elapsed().as_secs_f64(), 1)),
     );
     let raw = Value::Object(raw);
+    if !only.is_empty() {
+        println!("{}", serde_json::to_string_pretty(&raw)?);
+        return Ok(());
+    }
     std::fs::create_dir_all(&bench.out_dir)?;
     std::fs::write(
         bench.out_dir.join("latest.json"),

@@ -148,7 +148,7 @@ pub async fn supervise(
                     sink.push(stream, text);
                     // Store (and show) a burst as soon as it is read, in batches.
                     if sink.pending.len() >= BATCH || rx.is_empty() {
-                        sink.flush(store).await;
+                        sink.flush().await;
                     }
                 }
                 None => {
