@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::{Notify, broadcast};
 
-use crate::store::{JobId, JobStatus, JobStore, LogLine};
+use crate::store::{JobId, JobStore, LogLine};
 
 /// What live followers of a job receive: its lines, then its end.
 #[derive(Clone, Debug)]
