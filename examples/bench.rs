@@ -6,6 +6,9 @@
 //! Expects in the environment (bench.sh sets them): `BENCH_TERRAFORM` and
 //! `BENCH_ANSIBLE_PLAYBOOK` (the real tools), `wrk` on PATH.
 //!
+//! `BENCH_SERVER`, when set, is the server binary to run instead of this
+//! tree's release build (to compare two builds under the same conditions).
+//!
 //! Arguments name the sections to run (`overhead load memory latency startup
 //! scaling`); with some named, only those run and their raw figures are
 //! printed on standard output, leaving the recorded results alone.
@@ -101,7 +104,9 @@ impl Bench {
         let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         let var = |key: &str| std::env::var(key).map_err(|_| format!("{key} is not set"));
         Ok(Bench {
-            server_bin: repo.join("target/release/pgcluster-api"),
+            server_bin: std::env::var_os("BENCH_SERVER")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| repo.join("target/release/pgcluster-api")),
             terraform: var("BENCH_TERRAFORM")?.into(),
             ansible: var("BENCH_ANSIBLE_PLAYBOOK")?.into(),
             out_dir: repo.join("bench/results"),

@@ -17,6 +17,7 @@ pub use pipeline::{Pipeline, PipelineEnd, PipelineSpec};
 pub use process::capture_secret_output;
 pub use secret::{MASK, Redactor, Secret};
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -29,6 +30,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::store::{Completion, Job, JobId, JobKind, JobStatus, JobStore, LogLine, Stream};
+use crate::telemetry::{ToolFile, ToolLogBatch};
 use crate::workspace::{Holder, LockGuard, WorkspaceLocks};
 use live::LiveLog;
 
@@ -457,6 +459,8 @@ pub(crate) struct Sink {
     log: ToolLog,
     redactor: Redactor,
     live: Arc<LiveLog>,
+    /// Lines for terraform.log or ansible.log, sent with each flush.
+    tool_log: Option<ToolLogBatch>,
     next_n: u64,
     pending: Vec<LogLine>,
     stored_bytes: usize,
@@ -478,11 +482,17 @@ impl Sink {
         redactor: Redactor,
         live: Arc<LiveLog>,
     ) -> Sink {
+        let tool_log = match log {
+            ToolLog::Terraform => Some(ToolLogBatch::new(ToolFile::Terraform, job_id)),
+            ToolLog::Ansible => Some(ToolLogBatch::new(ToolFile::Ansible, job_id)),
+            ToolLog::Server => None,
+        };
         Sink {
             job_id,
             log,
             redactor,
             live,
+            tool_log,
             next_n: 1,
             pending: Vec::new(),
             stored_bytes: 0,
@@ -499,7 +509,11 @@ impl Sink {
 
     fn push(&mut self, stream: Stream, raw: String) {
         self.last_line_at = Instant::now();
-        let text = self.redactor.redact(&raw).into_owned();
+        let redacted = match self.redactor.redact(&raw) {
+            Cow::Owned(text) => Some(text),
+            Cow::Borrowed(_) => None,
+        };
+        let text = redacted.unwrap_or(raw);
         if stream == Stream::Stdout && !self.log_stdout {
             if self.capture_stdout && self.stdout.len() < STDOUT_CAP_BYTES {
                 self.stdout.push_str(&text);
@@ -508,6 +522,16 @@ impl Sink {
             return;
         }
         let id = self.job_id;
+        if let Some(tool_log) = &mut self.tool_log {
+            let name = match stream {
+                Stream::Stdout => "Stdout",
+                Stream::Stderr => "Stderr",
+                Stream::System => "System",
+            };
+            tool_log.push(name, &text);
+        }
+        // The console and app.log have tool output only with DEBUG: without
+        // it, no subscriber wants these events and they cost nothing.
         match self.log {
             ToolLog::Terraform => {
                 tracing::info!(target: "terraform_output", job_id = %id, stream = ?stream, "{text}")
@@ -557,6 +581,11 @@ impl Sink {
         self.next_n += 1;
     }
 
+    /// Bytes of tool log waiting for the next flush.
+    fn tool_log_bytes(&self) -> usize {
+        self.tool_log.as_ref().map_or(0, ToolLogBatch::len)
+    }
+
     fn system(&mut self, text: &str) {
         self.push(Stream::System, text.to_string());
     }
@@ -564,6 +593,9 @@ impl Sink {
     /// Hands the pending lines to live followers and to the store's writer;
     /// waits only when the writer is far behind (see `live`).
     async fn flush(&mut self) {
+        if let Some(tool_log) = &mut self.tool_log {
+            tool_log.send();
+        }
         if self.pending.is_empty() {
             return;
         }

@@ -32,8 +32,10 @@ pub struct Ended {
     pub stopped: Option<StopReason>,
 }
 
-/// Lines are written to the store in batches of at most this many.
+/// Lines are handed on (to followers, the store) in batches of about this many.
 const BATCH: usize = 256;
+/// The same for the tool log, in bytes.
+const TOOL_LOG_BATCH_BYTES: usize = 64 * 1024;
 
 /// Runs the child of `spec` to its end. `Err` when it could not be started.
 pub async fn supervise(
@@ -110,7 +112,8 @@ pub async fn supervise(
         });
     }
 
-    let (tx, mut rx) = mpsc::channel::<(Stream, String)>(256);
+    // A few reads' worth of lines: past that the child waits on its pipe.
+    let (tx, mut rx) = mpsc::channel::<(Stream, Vec<String>)>(8);
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
     let readers = [
@@ -144,10 +147,15 @@ pub async fn supervise(
             .unwrap_or(far);
         tokio::select! {
             line = rx.recv(), if channel_open => match line {
-                Some((stream, text)) => {
-                    sink.push(stream, text);
-                    // Store (and show) a burst as soon as it is read, in batches.
-                    if sink.pending.len() >= BATCH || rx.is_empty() {
+                Some((stream, lines)) => {
+                    for text in lines {
+                        sink.push(stream, text);
+                    }
+                    // Show (and store) a burst as soon as it is read, in batches.
+                    if sink.pending.len() >= BATCH
+                        || sink.tool_log_bytes() >= TOOL_LOG_BATCH_BYTES
+                        || rx.is_empty()
+                    {
                         sink.flush().await;
                     }
                 }
@@ -212,8 +220,10 @@ pub async fn supervise(
     for reader in readers {
         reader.abort();
     }
-    while let Ok((stream, text)) = rx.try_recv() {
-        sink.push(stream, text);
+    while let Ok((stream, lines)) = rx.try_recv() {
+        for text in lines {
+            sink.push(stream, text);
+        }
     }
     let status = exit.expect("the loop ends only after the child was reaped");
     Ok(Ended {
