@@ -42,6 +42,7 @@ case "${1:-}" in
     cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
     before=$(cpu)
     perf record -F 999 -g -p "$pid" -o "$tmp/perf.data" -- sleep 6 >/dev/null 2>&1
+    [ -n "${KEEP_PERF:-}" ] && cp "$tmp/perf.data" "$KEEP_PERF"
     used=$(( $(cpu) - before ))
     for id in $ids; do curl -fs -X POST "$base/jobs/$id/cancel" >/dev/null; done
     t1=$(date +%s%N)

@@ -69,7 +69,11 @@ const READ_BUFFER: usize = 64 * 1024;
 
 fn finish(line: &[u8], cut: bool, max_line: usize) -> String {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let mut text = String::from_utf8_lossy(line).into_owned();
+    // The common case first: `from_utf8` checks ASCII a word at a time.
+    let mut text = match std::str::from_utf8(line) {
+        Ok(text) => text.to_owned(),
+        Err(_) => String::from_utf8_lossy(line).into_owned(),
+    };
     if cut {
         text.push_str(&format!(" [line cut at {max_line} bytes]"));
     }

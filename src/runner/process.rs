@@ -131,20 +131,23 @@ pub async fn supervise(
         )),
     ];
 
-    let deadline = Instant::now() + config.timeout;
+    let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
     let mut stopped: Option<StopReason> = None;
-    let mut kill_at: Option<Instant> = None;
     let mut exit = None;
-    let mut drain_until: Option<Instant> = None;
     let mut group_killed = false;
     let mut channel_open = true;
-    let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+    // The timers live across iterations (one per output message would cost
+    // a timer registration each); `kill` and `drain` are armed when set.
+    let timeout = sleep_until(Instant::now() + config.timeout);
+    // Re-armed when it fires early: `last_line_at` moved on since.
+    let idle = sleep_until(config.idle_timeout.map_or(far, |d| Instant::now() + d));
+    let kill = sleep_until(far);
+    let drain = sleep_until(far);
+    tokio::pin!(timeout, idle, kill, drain);
+    let mut kill_armed = false;
+    let mut drain_armed = false;
 
     loop {
-        let idle_deadline = config
-            .idle_timeout
-            .map(|idle| sink.last_line_at + idle)
-            .unwrap_or(far);
         tokio::select! {
             line = rx.recv(), if channel_open => match line {
                 Some((stream, lines)) => {
@@ -171,39 +174,46 @@ pub async fn supervise(
                 if !channel_open {
                     break;
                 }
-                drain_until = Some(Instant::now() + DRAIN_GRACE);
+                drain.as_mut().reset(Instant::now() + DRAIN_GRACE);
+                drain_armed = true;
             },
             changed = cancel.changed(), if stopped.is_none() => {
                 if changed.is_ok() && *cancel.borrow() {
                     sink.system("cancel requested: sending SIGINT to the process group");
                     stopped = Some(StopReason::Cancelled);
-                    kill_at = Some(Instant::now() + config.cancel_grace);
+                    kill.as_mut().reset(Instant::now() + config.cancel_grace);
+                    kill_armed = true;
                     signal_group(pgid, Signal::SIGINT);
                 }
             },
-            _ = sleep_until(deadline), if stopped.is_none() && exit.is_none() => {
+            _ = &mut timeout, if stopped.is_none() && exit.is_none() => {
                 let why = format!("timed out after {}s", config.timeout.as_secs());
                 sink.system(&format!("{why}: sending SIGINT to the process group"));
                 stopped = Some(StopReason::Timeout(why));
-                kill_at = Some(Instant::now() + config.cancel_grace);
+                kill.as_mut().reset(Instant::now() + config.cancel_grace);
+                kill_armed = true;
                 signal_group(pgid, Signal::SIGINT);
             },
-            _ = sleep_until(idle_deadline), if stopped.is_none() && exit.is_none() => {
-                let why = format!(
-                    "no output for {}s",
-                    config.idle_timeout.map(|d| d.as_secs()).unwrap_or_default()
-                );
-                sink.system(&format!("{why}: sending SIGINT to the process group"));
-                stopped = Some(StopReason::Timeout(why));
-                kill_at = Some(Instant::now() + config.cancel_grace);
-                signal_group(pgid, Signal::SIGINT);
+            _ = &mut idle, if config.idle_timeout.is_some() && stopped.is_none() && exit.is_none() => {
+                let limit = config.idle_timeout.unwrap_or_default();
+                let due = sink.last_line_at + limit;
+                if Instant::now() < due {
+                    idle.as_mut().reset(due);
+                } else {
+                    let why = format!("no output for {}s", limit.as_secs());
+                    sink.system(&format!("{why}: sending SIGINT to the process group"));
+                    stopped = Some(StopReason::Timeout(why));
+                    kill.as_mut().reset(Instant::now() + config.cancel_grace);
+                    kill_armed = true;
+                    signal_group(pgid, Signal::SIGINT);
+                }
             },
-            _ = sleep_until(kill_at.unwrap_or(far)), if kill_at.is_some() && exit.is_none() => {
+            _ = &mut kill, if kill_armed && exit.is_none() => {
                 sink.system("grace period over: sending SIGKILL to the process group");
                 signal_group(pgid, Signal::SIGKILL);
-                kill_at = None;
+                kill_armed = false;
             },
-            _ = sleep_until(drain_until.unwrap_or(far)), if drain_until.is_some() => {
+            _ = &mut drain, if drain_armed => {
                 if group_killed {
                     // Something outside the group still holds the pipes: stop reading.
                     break;
@@ -211,7 +221,7 @@ pub async fn supervise(
                 // The tool exited but processes it left behind keep the pipes open.
                 signal_group(pgid, Signal::SIGKILL);
                 group_killed = true;
-                drain_until = Some(Instant::now() + DRAIN_GRACE);
+                drain.as_mut().reset(Instant::now() + DRAIN_GRACE);
             },
         }
     }
