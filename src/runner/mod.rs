@@ -10,6 +10,7 @@ mod lines;
 mod live;
 mod pipeline;
 mod process;
+mod pump;
 mod secret;
 
 pub use live::Follower;
@@ -44,6 +45,8 @@ pub struct RunnerConfig {
     pub max_log_bytes: usize,
     /// Environment variables removed from every child (they hold secrets).
     pub secret_env: Vec<String>,
+    /// Nice value of the threads that read jobs' output (see `pump`).
+    pub output_nice: i32,
 }
 
 /// Which log file a job's lines also go to.
@@ -373,7 +376,9 @@ impl Runner {
             "job started"
         );
 
-        let ended = process::supervise(&spec, &self.inner.config, &mut sink, store, cancel).await;
+        let (returned, ended) =
+            process::supervise(&spec, &self.inner.config, sink, store, cancel).await;
+        sink = returned;
         let (mut status, exit_code, mut error) = match ended {
             Ok(process::Ended { exit_code, stopped }) => match (stopped, exit_code) {
                 (Some(process::StopReason::Cancelled), _) => (
@@ -471,8 +476,12 @@ pub(crate) struct Sink {
     log_stdout: bool,
     stdout_tail: VecDeque<String>,
     stderr_tail: VecDeque<String>,
-    last_line_at: Instant,
 }
+
+/// Lines are handed on (to followers, the store) in batches of about this many.
+const BATCH: usize = 256;
+/// The same for the tool log, in bytes.
+const TOOL_LOG_BATCH_BYTES: usize = 64 * 1024;
 
 impl Sink {
     fn new(
@@ -503,12 +512,10 @@ impl Sink {
             log_stdout: true,
             stdout_tail: VecDeque::new(),
             stderr_tail: VecDeque::new(),
-            last_line_at: Instant::now(),
         }
     }
 
     fn push(&mut self, stream: Stream, raw: String) {
-        self.last_line_at = Instant::now();
         let redacted = match self.redactor.redact(&raw) {
             Cow::Owned(text) => Some(text),
             Cow::Borrowed(_) => None,
@@ -581,9 +588,10 @@ impl Sink {
         self.next_n += 1;
     }
 
-    /// Bytes of tool log waiting for the next flush.
-    fn tool_log_bytes(&self) -> usize {
-        self.tool_log.as_ref().map_or(0, ToolLogBatch::len)
+    /// Whether enough is pending to hand on now.
+    fn wants_flush(&self) -> bool {
+        self.pending.len() >= BATCH
+            || self.tool_log.as_ref().map_or(0, ToolLogBatch::len) >= TOOL_LOG_BATCH_BYTES
     }
 
     fn system(&mut self, text: &str) {
