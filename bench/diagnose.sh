@@ -4,6 +4,10 @@
 #   bench/diagnose.sh ingest   perf profile of the server taking in 4 x 10 MB/s
 #   bench/diagnose.sh memory   peak RSS for 100 MiB / 1 GiB with no followers,
 #                              and how many lines reached terraform.log
+#   bench/diagnose.sh cost     server CPU time to take in 4 jobs x 50 MB printed
+#                              as fast as possible (lower is better), and
+#                              whether every line was stored and logged
+# SERVER=path runs another server binary (to compare two builds).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tmp="$(mktemp -d)"
@@ -18,7 +22,7 @@ start() {
   (cd "$tmp" && exec env HOST_ADDRESS=127.0.0.1 API_PORT="$port" TERRAFORM_BINARY="$tmp/tf" \
     ANSIBLE_PLAYBOOK_BINARY=true TERRAFORM_DIR="$repo/tests/fixtures/stack" \
     ANSIBLE_DIR="$tmp/ansible" TEMPLATE_DIR="$repo/templates" DATA_DIR="$tmp/data" \
-    LOG_DIR="$tmp/logs" "$@" "$repo/target/release/pgcluster-api" >/dev/null 2>&1) &
+    LOG_DIR="$tmp/logs" "$@" "${SERVER:-$repo/target/release/pgcluster-api}" >/dev/null 2>&1) &
   pid=$!
   until curl -fs "$base/health" >/dev/null; do sleep 0.05; done
 }
@@ -38,6 +42,7 @@ case "${1:-}" in
     cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
     before=$(cpu)
     perf record -F 999 -g -p "$pid" -o "$tmp/perf.data" -- sleep 6 >/dev/null 2>&1
+    [ -n "${KEEP_PERF:-}" ] && cp "$tmp/perf.data" "$KEEP_PERF"
     used=$(( $(cpu) - before ))
     for id in $ids; do curl -fs -X POST "$base/jobs/$id/cancel" >/dev/null; done
     t1=$(date +%s%N)
@@ -72,5 +77,25 @@ case "${1:-}" in
       echo "printed $((size / 100)) lines: peak RSS $(hwm), terraform.log has $lines of them"
       stop
     done ;;
-  *) echo "usage: $0 ingest|memory" >&2; exit 2 ;;
+  cost)
+    start
+    echo 50000000 >"$tmp/fake/bytes"
+    cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+    switches() { cat /proc/"$pid"/task/*/status | awk '/ctxt_switches/ {n += $2} END {print n}'; }
+    before=$(cpu); sw=$(switches); t0=$(date +%s%N)
+    ids=$(for _ in 1 2 3 4; do job /terraform/output; done)
+    for id in $ids; do wait_job "$id"; done
+    t1=$(date +%s%N)
+    used=$(( $(cpu) - before )); sw=$(( $(switches) - sw ))
+    stored=0
+    for id in $ids; do
+      n=$(curl -fs "$base/jobs/$id/log?after=499990&limit=100" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["next_after"])')
+      stored=$((stored + n))
+    done
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    logged=$(cat "$tmp"/logs/terraform.log* | grep -c '0000000000' || true)
+    echo "cpu_s=$(awk "BEGIN {print $used / $(getconf CLK_TCK)}") wall_s=$(awk "BEGIN {print ($t1 - $t0) / 1e9}") switches=$sw stored_lines=$stored logged_lines=$logged (of 2000000 printed)"
+    rm -rf "$tmp/data" "$tmp/logs" "$tmp/fake"/* ;;
+  *) echo "usage: $0 ingest|memory|cost" >&2; exit 2 ;;
 esac

@@ -5,6 +5,13 @@
 //!
 //! Expects in the environment (bench.sh sets them): `BENCH_TERRAFORM` and
 //! `BENCH_ANSIBLE_PLAYBOOK` (the real tools), `wrk` on PATH.
+//!
+//! `BENCH_SERVER`, when set, is the server binary to run instead of this
+//! tree's release build (to compare two builds under the same conditions).
+//!
+//! Arguments name the sections to run (`overhead load memory latency startup
+//! scaling`); with some named, only those run and their raw figures are
+//! printed on standard output, leaving the recorded results alone.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -24,6 +31,7 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>
 #[tokio::main]
 async fn main() -> Result<()> {
     let bench = Bench::from_env()?;
+    let only: Vec<String> = std::env::args().skip(1).collect();
     let started = Instant::now();
     let mut raw = serde_json::Map::new();
     raw.insert("machine".into(), bench.machine());
@@ -36,7 +44,17 @@ async fn main() -> Result<()> {
         ("startup", "5. start-up"),
         ("scaling", "6. concurrent jobs"),
     ];
+    if let Some(unknown) = only
+        .iter()
+        .find(|name| !sections.iter().any(|(key, _)| key == name))
+    {
+        let known: Vec<&str> = sections.iter().map(|(key, _)| *key).collect();
+        return Err(format!("no section {unknown}: one of {}", known.join(", ")).into());
+    }
     for (key, title) in sections {
+        if !only.is_empty() && !only.iter().any(|name| name == key) {
+            continue;
+        }
         eprintln!("bench: {title}");
         let t = Instant::now();
         let value = match key {
@@ -59,6 +77,10 @@ async fn main() -> Result<()> {
         json!(round(started.elapsed().as_secs_f64(), 1)),
     );
     let raw = Value::Object(raw);
+    if !only.is_empty() {
+        println!("{}", serde_json::to_string_pretty(&raw)?);
+        return Ok(());
+    }
     std::fs::create_dir_all(&bench.out_dir)?;
     std::fs::write(
         bench.out_dir.join("latest.json"),
@@ -82,7 +104,9 @@ impl Bench {
         let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         let var = |key: &str| std::env::var(key).map_err(|_| format!("{key} is not set"));
         Ok(Bench {
-            server_bin: repo.join("target/release/pgcluster-api"),
+            server_bin: std::env::var_os("BENCH_SERVER")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| repo.join("target/release/pgcluster-api")),
             terraform: var("BENCH_TERRAFORM")?.into(),
             ansible: var("BENCH_ANSIBLE_PLAYBOOK")?.into(),
             out_dir: repo.join("bench/results"),
@@ -199,7 +223,7 @@ impl Server {
 
     /// SIGTERM, then SIGKILL if it has not exited after 15 s.
     fn stop(mut self) {
-        signal(self.child.id(), "TERM");
+        signal(self.child.id(), "TERM", false);
         for _ in 0..150 {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return;
@@ -211,10 +235,17 @@ impl Server {
     }
 }
 
-fn signal(pid: u32, name: &str) {
+/// Sends a signal to a process, or to its process group.
+fn signal(pid: u32, name: &str, group: bool) {
+    let target = if group {
+        format!("-{pid}")
+    } else {
+        pid.to_string()
+    };
     let _ = Command::new("kill")
         .arg(format!("-{name}"))
-        .arg(pid.to_string())
+        .arg("--")
+        .arg(target)
         .status();
 }
 
@@ -560,13 +591,14 @@ struct Endpoint {
 }
 
 const GENERATE_BODY: &str = r#"{"bastion_key_pair": "bench-bastion", "db_key_pair": "bench-db", "replica_count": "2", "environment": "bench"}"#;
-const WRK_SECONDS: u64 = 5;
+/// How long each background job would print, at most (it is cancelled sooner).
+const LOAD_JOB_SECONDS: u64 = 30;
 
-async fn wrk(bench: &Bench, server: &Server, endpoint: &Endpoint) -> Result<Value> {
+async fn wrk(bench: &Bench, server: &Server, endpoint: &Endpoint, seconds: u64) -> Result<Value> {
     let script = bench.repo.join("bench/wrk/report.lua");
     let out = tokio::process::Command::new("wrk")
         .args(["-t1", &format!("-c{}", endpoint.connections)])
-        .arg(format!("-d{WRK_SECONDS}s"))
+        .arg(format!("-d{seconds}s"))
         .args(["--timeout", "10s", "-s"])
         .arg(&script)
         .arg(format!("{}{}", server.base, endpoint.path))
@@ -622,11 +654,20 @@ async fn stored_lines(server: &Server, id: &str) -> Result<u64> {
 }
 
 async fn load(bench: &Bench) -> Result<Value> {
-    let server = bench.server(Tools::Fake).await?;
+    // Storing goes on through every window: the default JOB_LOG_MAX_BYTES
+    // would stop it after about 6 s of a job's 10 MB/s.
+    let server = bench
+        .server_with(Tools::Fake, &[("JOB_LOG_MAX_BYTES", "268435456")])
+        .await?;
     let result = load_with(bench, &server).await;
     server.stop();
     result
 }
+
+/// Rounds of (idle window, loaded window) per endpoint.
+const LOAD_ROUNDS: usize = 3;
+/// Seconds of each idle or loaded wrk window.
+const LOAD_WINDOW_SECONDS: u64 = 2;
 
 async fn load_with(bench: &Bench, server: &Server) -> Result<Value> {
     server.fake(&[]);
@@ -660,29 +701,45 @@ async fn load_with(bench: &Bench, server: &Server) -> Result<Value> {
     ];
     let mut results = serde_json::Map::new();
     for endpoint in &endpoints {
-        server.fake(&[]);
-        let idle = wrk(bench, server, endpoint).await?;
-        // 4 jobs printing LOAD_RATE each, for the whole wrk run (then cancelled).
-        let seconds = WRK_SECONDS * 6;
+        // 4 jobs printing LOAD_RATE each (never catching up after a pause),
+        // stopped (SIGSTOP to their process groups) for the idle windows:
+        // idle and loaded windows alternate, so a change in what else the
+        // machine runs hits both alike.
         server.fake(&[
-            ("bytes", (LOAD_RATE * seconds).to_string()),
+            ("bytes", (LOAD_RATE * LOAD_JOB_SECONDS).to_string()),
             ("rate", LOAD_RATE.to_string()),
         ]);
-        let started = Instant::now();
         let mut jobs = Vec::new();
         for _ in 0..4 {
             jobs.push(server.start_async("/terraform/output").await?);
         }
-        tokio::time::sleep(Duration::from_millis(1000)).await;
-        let loaded = wrk(bench, server, endpoint).await?;
-        // What the server took in: lines stored per job (100 bytes each) by now.
-        let mut rates = Vec::new();
+        let mut groups = Vec::new();
         for job in &jobs {
-            let lines = stored_lines(server, job).await?;
-            rates.push(round(
-                (lines * 100) as f64 / started.elapsed().as_secs_f64() / 1e6,
-                2,
-            ));
+            groups.push(job_pid(server, job).await?);
+        }
+        let (mut idle, mut loaded) = (Vec::new(), Vec::new());
+        let mut loaded_seconds = 0.0;
+        let mut lines = 0;
+        for _ in 0..LOAD_ROUNDS {
+            for pid in &groups {
+                signal(*pid, "STOP", true);
+            }
+            // What was read before the stop is taken in first.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            idle.push(wrk(bench, server, endpoint, LOAD_WINDOW_SECONDS).await?);
+            let before = stored_total(server, &jobs).await?;
+            for pid in &groups {
+                signal(*pid, "CONT", true);
+            }
+            let t = Instant::now();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            loaded.push(wrk(bench, server, endpoint, LOAD_WINDOW_SECONDS).await?);
+            // What the server took in meanwhile: lines stored (100 bytes each).
+            lines += stored_total(server, &jobs).await? - before;
+            loaded_seconds += t.elapsed().as_secs_f64();
+        }
+        for pid in &groups {
+            signal(*pid, "CONT", true);
         }
         for job in &jobs {
             let _ = server.post(&format!("/jobs/{job}/cancel"), json!({})).await;
@@ -690,26 +747,62 @@ async fn load_with(bench: &Bench, server: &Server) -> Result<Value> {
         for job in &jobs {
             server.wait_job(job).await?;
         }
-        let ratio = |key: &str| {
-            round(
-                loaded[key].as_f64().unwrap_or(f64::NAN) / idle[key].as_f64().unwrap_or(f64::NAN),
-                2,
+        let figure = |windows: &[Value], key: &str| {
+            median(
+                &windows
+                    .iter()
+                    .map(|w| w[key].as_f64().unwrap_or(f64::NAN))
+                    .collect::<Vec<_>>(),
             )
         };
+        let summary = |windows: &[Value]| {
+            json!({
+                "p50_us": figure(windows, "p50_us"),
+                "p99_us": figure(windows, "p99_us"),
+                "rps": round(figure(windows, "rps"), 1),
+                "windows": windows,
+            })
+        };
+        let ratio = |key: &str| round(figure(&loaded, key) / figure(&idle, key), 2);
         results.insert(
             endpoint.name.into(),
             json!({
                 "connections": endpoint.connections,
+                "rounds": LOAD_ROUNDS,
+                "window_seconds": LOAD_WINDOW_SECONDS,
                 "p99_ratio": ratio("p99_us"),
                 "p50_ratio": ratio("p50_us"),
                 "rps_ratio": ratio("rps"),
-                "idle": idle,
-                "loaded": loaded,
-                "background_jobs_mb_per_s": rates,
+                "idle": summary(&idle),
+                "loaded": summary(&loaded),
+                // In all, while loaded; a job's stored log stops at
+                // JOB_LOG_MAX_BYTES, so this is a floor once one reaches it.
+                "background_mb_per_s": round((lines * 100) as f64 / loaded_seconds / 1e6, 2),
             }),
         );
     }
     Ok(Value::Object(results))
+}
+
+/// The process (group) id of a running job, once it has one.
+async fn job_pid(server: &Server, id: &str) -> Result<u32> {
+    for _ in 0..200 {
+        let job = server.get(&format!("/jobs/{id}")).await?;
+        if let Some(pid) = job["pid"].as_u64() {
+            return Ok(pid as u32);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Err(format!("job {id} never started").into())
+}
+
+/// Lines stored by these jobs in all.
+async fn stored_total(server: &Server, jobs: &[String]) -> Result<u64> {
+    let mut total = 0;
+    for job in jobs {
+        total += stored_lines(server, job).await?;
+    }
+    Ok(total)
 }
 
 // ---------------------------------------------------------------- 3. memory
@@ -892,7 +985,7 @@ async fn startup(bench: &Bench) -> Result<Value> {
                 Err(_) => tokio::time::sleep(Duration::from_millis(2)).await,
             }
         }
-        signal(child.id(), "TERM");
+        signal(child.id(), "TERM", false);
         let _ = child.wait();
         let answered = answered.ok_or("/ready never answered 200")?;
         // First answer of any kind: the listener is up.
@@ -1058,14 +1151,15 @@ fn report(raw: &Value) -> String {
         for (name, r) in load {
             row(
                 &format!(
-                    "2. {name} p99 (p50), wrk -c{}, 4 jobs x 10 MB/s",
-                    r["connections"]
+                    "2. {name} p99 (p50), wrk -c{}, 4 jobs x 10 MB/s; median of {} rounds of {} s idle, {} s loaded",
+                    r["connections"], r["rounds"], r["window_seconds"], r["window_seconds"]
                 ),
                 format!(
-                    "{:.2} ms ({:.2} ms), {:.0} req/s",
+                    "{:.2} ms ({:.2} ms), {:.0} req/s; jobs took in {:.1} MB/s",
                     f(&r["loaded"]["p99_us"]) / 1000.0,
                     f(&r["loaded"]["p50_us"]) / 1000.0,
-                    f(&r["loaded"]["rps"])
+                    f(&r["loaded"]["rps"]),
+                    f(&r["background_mb_per_s"])
                 ),
                 format!(
                     "idle {:.2} ms ({:.2} ms), {:.0} req/s",

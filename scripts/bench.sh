@@ -2,8 +2,11 @@
 # Benchmarks the release server binary against baselines measured in the same
 # run (not part of the test suite). Writes bench/results/latest.md and .json.
 #
-#   scripts/bench.sh
+#   scripts/bench.sh                  every figure; records the results
+#   scripts/bench.sh latency load     only these sections; prints their raw
+#                                     figures as JSON, records nothing
 #
+# Sections: overhead load memory latency startup scaling.
 # Needs: cargo, python3, and root (or wrk already installed) for
 # `apt-get install wrk`. The real terraform / ansible-playbook come from
 # scripts/tools.sh. Takes about 8 minutes on 2 cores; loopback only.

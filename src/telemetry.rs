@@ -1,7 +1,12 @@
 //! Logging: the console and `logs/app.log` for the server, `logs/terraform.log`
 //! and `logs/ansible.log` for the tools' output, each line with its job id.
 //! `LOG_FORMAT=json` writes one JSON object a line; files rotate per
-//! `LOG_ROTATION` (`app.log.2026-11-23`, ...).
+//! `LOG_ROTATION` (`app.log.2026-11-23`, ...). The tool logs are written by
+//! `tool_log`, a batch of lines at a time, in the same format.
+
+mod tool_log;
+
+pub use tool_log::{ToolFile, ToolLogBatch};
 
 use std::path::Path;
 
@@ -16,7 +21,10 @@ use tracing_subscriber::{Layer, Registry, fmt};
 use crate::config::{LogFormat, LogRotation};
 
 /// Keeps the log writers flushing; hold it for the life of the process.
-pub struct LogGuards(#[allow(dead_code)] Vec<WorkerGuard>);
+pub struct LogGuards(
+    #[allow(dead_code)] Vec<WorkerGuard>,
+    #[allow(dead_code)] tool_log::ToolLogGuard,
+);
 
 type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
 
@@ -29,7 +37,8 @@ pub fn init(
 ) -> std::io::Result<LogGuards> {
     std::fs::create_dir_all(log_dir)?;
     let level = if debug { Level::DEBUG } else { Level::INFO };
-    // Tool output goes to its own files; on the console only when debugging.
+    // Tool output goes to its own files (`tool_log`); on the console (and in
+    // app.log) only when debugging.
     let tool_level = if debug {
         LevelFilter::DEBUG
     } else {
@@ -53,8 +62,8 @@ pub fn init(
         guards.push(guard);
         writer
     };
-    let layer = |writer: Option<NonBlocking>, tool_file: bool| -> BoxedLayer {
-        let base = fmt::layer().with_target(!tool_file);
+    let layer = |writer: Option<NonBlocking>| -> BoxedLayer {
+        let base = fmt::layer();
         match (format, writer) {
             (LogFormat::Json, Some(w)) => base.json().with_writer(w).boxed(),
             (LogFormat::Json, None) => base.json().boxed(),
@@ -63,20 +72,13 @@ pub fn init(
         }
     };
     let layers = vec![
-        layer(None, false).with_filter(server.clone()).boxed(),
-        layer(Some(file("app.log")), false)
-            .with_filter(server)
-            .boxed(),
-        layer(Some(file("terraform.log")), true)
-            .with_filter(Targets::new().with_target("terraform_output", Level::TRACE))
-            .boxed(),
-        layer(Some(file("ansible.log")), true)
-            .with_filter(Targets::new().with_target("ansible_output", Level::TRACE))
-            .boxed(),
+        layer(None).with_filter(server.clone()).boxed(),
+        layer(Some(file("app.log"))).with_filter(server).boxed(),
     ];
+    let tool_logs = tool_log::install(log_dir, format, rotation)?;
     tracing_subscriber::registry()
         .with(layers)
         .try_init()
         .map_err(std::io::Error::other)?;
-    Ok(LogGuards(guards))
+    Ok(LogGuards(guards, tool_logs))
 }

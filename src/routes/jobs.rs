@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use utoipa::{IntoParams, ToSchema};
@@ -16,7 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::{ApiError, ApiPath, ApiQuery, ErrorBody};
-use crate::runner::JobEvent;
+use crate::runner::Follower;
 use crate::startup::AppState;
 use crate::store::{Job, JobFilter, JobId, JobKind, JobStatus, LogLine};
 
@@ -309,11 +309,10 @@ async fn stream_job_events(
             .ok_or_else(|| ApiError::field("Last-Event-ID", "must be a line number"))?,
         None => query.after.unwrap_or(0),
     };
-    // Subscribe before reading the store: lines are stored before they are
-    // broadcast, so replay + live has no gap (duplicates are skipped by number).
-    let live = state.runner.subscribe(job.id);
+    // Subscribes now, before the store is read: no gap, no repeat.
+    let follower = state.runner.follow(job.id, after);
     let (tx, rx) = mpsc::channel(256);
-    tokio::spawn(follow(state, job.id, after, live, tx));
+    tokio::spawn(follow(state, job.id, follower, tx));
     let stream = ReceiverStream::new(rx).map(Ok);
     Ok(Sse::new(stream).keep_alive(
         KeepAlive::new()
@@ -323,56 +322,11 @@ async fn stream_job_events(
 }
 
 /// Feeds one SSE client; ends when the job has ended or the client has gone.
-async fn follow(
-    state: AppState,
-    id: JobId,
-    mut last: u64,
-    live: Option<broadcast::Receiver<JobEvent>>,
-    tx: mpsc::Sender<Event>,
-) {
-    let store = state.runner.store().clone();
-    let replay = |last: u64| {
-        let store = store.clone();
-        let tx = tx.clone();
-        async move {
-            let mut last = last;
-            loop {
-                let lines = store.read_log(id, last, 1000).await.unwrap_or_default();
-                if lines.is_empty() {
-                    return Some(last);
-                }
-                for line in lines {
-                    last = line.n;
-                    tx.send(line_event(&line)).await.ok()?;
-                }
-            }
+async fn follow(state: AppState, id: JobId, mut follower: Follower, tx: mpsc::Sender<Event>) {
+    while let Some(line) = follower.next().await {
+        if tx.send(line_event(&line)).await.is_err() {
+            return;
         }
-    };
-    let Some(replayed) = replay(last).await else {
-        return;
-    };
-    last = replayed;
-    if let Some(mut live) = live {
-        loop {
-            match live.recv().await {
-                Ok(JobEvent::Line(line)) if line.n > last => {
-                    last = line.n;
-                    if tx.send(line_event(&line)).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(JobEvent::Line(_)) => {}
-                Ok(JobEvent::End(_)) | Err(broadcast::error::RecvError::Closed) => break,
-                // This client fell behind the live buffer: catch up from the store.
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    let Some(replayed) = replay(last).await else {
-                        return;
-                    };
-                    last = replayed;
-                }
-            }
-        }
-        let Some(_) = replay(last).await else { return };
     }
     if let Ok(Some(job)) = state.runner.store().get(id).await {
         let data = serde_json::to_string(&job).unwrap_or_default();

@@ -7,14 +7,18 @@
 //! task: an HTTP client that goes away does not stop it.
 
 mod lines;
+mod live;
 mod pipeline;
 mod process;
+mod pump;
 mod secret;
 
+pub use live::Follower;
 pub use pipeline::{Pipeline, PipelineEnd, PipelineSpec};
 pub use process::capture_secret_output;
 pub use secret::{MASK, Redactor, Secret};
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -23,11 +27,13 @@ use std::time::Duration;
 
 use serde_json::Value;
 use time::OffsetDateTime;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::store::{Completion, Job, JobId, JobKind, JobStatus, JobStore, LogLine, Stream};
+use crate::telemetry::{ToolFile, ToolLogBatch};
 use crate::workspace::{Holder, LockGuard, WorkspaceLocks};
+use live::LiveLog;
 
 /// Limits applied to every job.
 #[derive(Clone, Debug)]
@@ -39,6 +45,8 @@ pub struct RunnerConfig {
     pub max_log_bytes: usize,
     /// Environment variables removed from every child (they hold secrets).
     pub secret_env: Vec<String>,
+    /// Nice value of the threads that read jobs' output (see `pump`).
+    pub output_nice: i32,
 }
 
 /// Which log file a job's lines also go to.
@@ -165,18 +173,8 @@ struct RunnerInner {
 
 struct RunningJob {
     cancel: watch::Sender<bool>,
-    events: broadcast::Sender<JobEvent>,
+    live: Arc<LiveLog>,
 }
-
-/// What live followers of a job receive: its lines, once stored, then its end.
-#[derive(Clone, Debug)]
-pub enum JobEvent {
-    Line(LogLine),
-    End(JobStatus),
-}
-
-/// Live lines buffered per follower before it must catch up from the store.
-const EVENT_BUFFER: usize = 1024;
 
 /// Lines of stdout kept for `"output": true`, and tail lengths for details.
 const STDOUT_CAP_BYTES: usize = 8 * 1024 * 1024;
@@ -255,19 +253,19 @@ impl Runner {
         self.inner.store.insert(job).await?;
         let (done_tx, done_rx) = watch::channel(None);
         let (cancel_tx, cancel_rx) = watch::channel(false);
-        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let live = LiveLog::start(self.inner.store.clone(), id);
         self.inner.running.lock().unwrap().insert(
             id,
             RunningJob {
                 cancel: cancel_tx,
-                events: events.clone(),
+                live: live.clone(),
             },
         );
         let runner = self.clone();
         tokio::spawn(async move {
-            let output = runner.run(id, spec, guard, cancel_rx, events.clone()).await;
+            let output = runner.run(id, spec, guard, cancel_rx, live.clone()).await;
             runner.inner.running.lock().unwrap().remove(&id);
-            let _ = events.send(JobEvent::End(output.status));
+            live.end();
             let _ = done_tx.send(Some(Arc::new(output)));
         });
         Ok(JobHandle { id, done: done_rx })
@@ -285,15 +283,17 @@ impl Runner {
         }
     }
 
-    /// Follows a running job's stored lines and its end; `None` when the job
-    /// is not running in this process (its log is then complete in the store).
-    pub fn subscribe(&self, id: JobId) -> Option<broadcast::Receiver<JobEvent>> {
-        self.inner
+    /// Follows a job's log from line `after` on: its stored lines, then, while
+    /// it runs in this process, its live ones until it ends.
+    pub fn follow(&self, id: JobId, after: u64) -> Follower {
+        let live = self
+            .inner
             .running
             .lock()
             .unwrap()
             .get(&id)
-            .map(|job| job.events.subscribe())
+            .map(|job| job.live.clone());
+        Follower::new(self.inner.store.clone(), id, after, live.as_ref())
     }
 
     /// How many jobs are running in this process.
@@ -345,7 +345,7 @@ impl Runner {
         mut spec: JobSpec,
         guard: Option<LockGuard>,
         cancel: watch::Receiver<bool>,
-        events: broadcast::Sender<JobEvent>,
+        live: Arc<LiveLog>,
     ) -> RunOutput {
         let store = &self.inner.store;
         let redactor = self
@@ -359,7 +359,7 @@ impl Runner {
             spec.log,
             self.inner.config.max_log_bytes,
             redactor,
-            events,
+            live,
         );
         crate::metrics::job_started();
         let started = std::time::Instant::now();
@@ -376,7 +376,9 @@ impl Runner {
             "job started"
         );
 
-        let ended = process::supervise(&spec, &self.inner.config, &mut sink, store, cancel).await;
+        let (returned, ended) =
+            process::supervise(&spec, &self.inner.config, sink, store, cancel).await;
+        sink = returned;
         let (mut status, exit_code, mut error) = match ended {
             Ok(process::Ended { exit_code, stopped }) => match (stopped, exit_code) {
                 (Some(process::StopReason::Cancelled), _) => (
@@ -406,7 +408,9 @@ impl Runner {
                 (JobStatus::Failed, None, Some(why))
             }
         };
-        sink.flush(store).await;
+        sink.flush().await;
+        // Recorded as finished only once its whole log is.
+        sink.live.all_stored().await;
 
         let mut output = RunOutput {
             job_id: id,
@@ -453,13 +457,15 @@ impl Runner {
     }
 }
 
-/// Where a job's lines go: the store (in batches), the tool log, and the tails
-/// kept for the caller.
+/// Where a job's lines go: live followers and the store (in batches), the tool
+/// log, and the tails kept for the caller.
 pub(crate) struct Sink {
     job_id: JobId,
     log: ToolLog,
     redactor: Redactor,
-    events: broadcast::Sender<JobEvent>,
+    live: Arc<LiveLog>,
+    /// Lines for terraform.log or ansible.log, sent with each flush.
+    tool_log: Option<ToolLogBatch>,
     next_n: u64,
     pending: Vec<LogLine>,
     stored_bytes: usize,
@@ -470,8 +476,12 @@ pub(crate) struct Sink {
     log_stdout: bool,
     stdout_tail: VecDeque<String>,
     stderr_tail: VecDeque<String>,
-    last_line_at: Instant,
 }
+
+/// Lines are handed on (to followers, the store) in batches of about this many.
+const BATCH: usize = 256;
+/// The same for the tool log, in bytes.
+const TOOL_LOG_BATCH_BYTES: usize = 64 * 1024;
 
 impl Sink {
     fn new(
@@ -479,13 +489,19 @@ impl Sink {
         log: ToolLog,
         max_log_bytes: usize,
         redactor: Redactor,
-        events: broadcast::Sender<JobEvent>,
+        live: Arc<LiveLog>,
     ) -> Sink {
+        let tool_log = match log {
+            ToolLog::Terraform => Some(ToolLogBatch::new(ToolFile::Terraform, job_id)),
+            ToolLog::Ansible => Some(ToolLogBatch::new(ToolFile::Ansible, job_id)),
+            ToolLog::Server => None,
+        };
         Sink {
             job_id,
             log,
             redactor,
-            events,
+            live,
+            tool_log,
             next_n: 1,
             pending: Vec::new(),
             stored_bytes: 0,
@@ -496,13 +512,15 @@ impl Sink {
             log_stdout: true,
             stdout_tail: VecDeque::new(),
             stderr_tail: VecDeque::new(),
-            last_line_at: Instant::now(),
         }
     }
 
     fn push(&mut self, stream: Stream, raw: String) {
-        self.last_line_at = Instant::now();
-        let text = self.redactor.redact(&raw).into_owned();
+        let redacted = match self.redactor.redact(&raw) {
+            Cow::Owned(text) => Some(text),
+            Cow::Borrowed(_) => None,
+        };
+        let text = redacted.unwrap_or(raw);
         if stream == Stream::Stdout && !self.log_stdout {
             if self.capture_stdout && self.stdout.len() < STDOUT_CAP_BYTES {
                 self.stdout.push_str(&text);
@@ -511,6 +529,16 @@ impl Sink {
             return;
         }
         let id = self.job_id;
+        if let Some(tool_log) = &mut self.tool_log {
+            let name = match stream {
+                Stream::Stdout => "Stdout",
+                Stream::Stderr => "Stderr",
+                Stream::System => "System",
+            };
+            tool_log.push(name, &text);
+        }
+        // The console and app.log have tool output only with DEBUG: without
+        // it, no subscriber wants these events and they cost nothing.
         match self.log {
             ToolLog::Terraform => {
                 tracing::info!(target: "terraform_output", job_id = %id, stream = ?stream, "{text}")
@@ -560,24 +588,36 @@ impl Sink {
         self.next_n += 1;
     }
 
+    /// Whether enough is pending to hand on now.
+    fn wants_flush(&self) -> bool {
+        self.pending.len() >= BATCH
+            || self.tool_log.as_ref().map_or(0, ToolLogBatch::len) >= TOOL_LOG_BATCH_BYTES
+    }
+
     fn system(&mut self, text: &str) {
         self.push(Stream::System, text.to_string());
     }
 
-    /// Stores the pending lines, then hands them to live followers: a
-    /// follower that reads the store after subscribing misses nothing.
-    async fn flush(&mut self, store: &Arc<dyn JobStore>) {
+    /// Hands the pending lines to live followers and to the store's writer;
+    /// waits only when the writer is far behind (see `live`).
+    async fn flush(&mut self) {
+        if let Some(tool_log) = &mut self.tool_log {
+            tool_log.send();
+        }
         if self.pending.is_empty() {
             return;
         }
         let lines = std::mem::take(&mut self.pending);
         crate::metrics::log_bytes(lines.iter().map(|l| l.text.len() as u64 + 1).sum());
-        if let Err(err) = store.append_log(self.job_id, lines.clone()).await {
-            tracing::error!(job_id = %self.job_id, error = %err, "could not store job log lines");
-        }
-        for line in lines {
-            // No follower is fine.
-            let _ = self.events.send(JobEvent::Line(line));
-        }
+        self.live.publish(lines);
+        self.live.room().await;
+    }
+}
+
+impl Drop for Sink {
+    /// No more lines: the writer stores what is left and ends (a panicking
+    /// job included, so its followers are not left waiting).
+    fn drop(&mut self) {
+        self.live.close();
     }
 }

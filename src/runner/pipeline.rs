@@ -8,12 +8,10 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use time::OffsetDateTime;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
-use super::{
-    EVENT_BUFFER, JobEvent, JobHandle, JobSpec, RunOutput, Runner, RunningJob, Sink, SubmitError,
-    ToolLog,
-};
+use super::live::LiveLog;
+use super::{JobHandle, JobSpec, RunOutput, Runner, RunningJob, Sink, SubmitError, ToolLog};
 use crate::store::{Completion, Job, JobId, JobKind, JobStatus};
 use crate::workspace::Holder;
 
@@ -57,7 +55,7 @@ impl Pipeline {
     /// A line in the pipeline's own log.
     pub async fn log(&mut self, text: &str) {
         self.sink.system(text);
-        self.sink.flush(&self.runner.inner.store).await;
+        self.sink.flush().await;
     }
 
     /// Records where the pipeline is (its steps) as the job's result.
@@ -131,12 +129,12 @@ impl Runner {
             .await?;
         let (done_tx, done_rx) = watch::channel(None);
         let (cancel_tx, cancel_rx) = watch::channel(false);
-        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let live = LiveLog::start(self.inner.store.clone(), id);
         self.inner.running.lock().unwrap().insert(
             id,
             RunningJob {
                 cancel: cancel_tx,
-                events: events.clone(),
+                live: live.clone(),
             },
         );
         let redactor = self.inner.redactor.read().unwrap().clone();
@@ -145,7 +143,7 @@ impl Runner {
             ToolLog::Server,
             self.inner.config.max_log_bytes,
             redactor,
-            events.clone(),
+            live.clone(),
         );
         let runner = self.clone();
         let kind = spec.kind;
@@ -166,6 +164,8 @@ impl Runner {
                 cancel: cancel_rx,
             };
             let end = body(pipeline).await;
+            // Its sink is gone with it: the rest of its log is being stored.
+            live.all_stored().await;
             let completion = Completion {
                 status: end.status,
                 exit_code: None,
@@ -184,7 +184,7 @@ impl Runner {
             tracing::info!(job_id = %id, status = end.status.as_str(), "job finished");
             drop(guard);
             runner.inner.running.lock().unwrap().remove(&id);
-            let _ = events.send(JobEvent::End(end.status));
+            live.end();
             let _ = done_tx.send(Some(Arc::new(RunOutput {
                 job_id: id,
                 status: end.status,

@@ -10,12 +10,12 @@ use command_fds::{CommandFdExt, FdMapping};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::process::Command;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 
-use super::lines::read_lines;
+use super::pump::Pump;
 use super::{DRAIN_GRACE, JobSpec, RunnerConfig, Sink};
-use crate::store::{JobStore, Stream};
+use crate::store::JobStore;
 
 /// Why the runner stopped a child before it ended by itself.
 #[derive(Debug)]
@@ -32,17 +32,87 @@ pub struct Ended {
     pub stopped: Option<StopReason>,
 }
 
-/// Lines are written to the store in batches of at most this many.
-const BATCH: usize = 256;
-
-/// Runs the child of `spec` to its end. `Err` when it could not be started.
+/// Runs the child of `spec` to its end, its output going to `sink` (which
+/// comes back). `Err` when it could not be started.
 pub async fn supervise(
     spec: &JobSpec,
     config: &RunnerConfig,
-    sink: &mut Sink,
+    mut sink: Sink,
     store: &Arc<dyn JobStore>,
-    mut cancel: watch::Receiver<bool>,
-) -> Result<Ended, String> {
+    cancel: watch::Receiver<bool>,
+) -> (Sink, Result<Ended, String>) {
+    let mut child = match start(spec, config) {
+        Ok(started) => started,
+        Err(why) => return (sink, Err(why)),
+    };
+    let secret_writer = child.1.take();
+    let mut child = child.0;
+    let pgid = child.id().map(|pid| Pid::from_raw(pid as i32));
+    let pid = child.id();
+    let pid_start = pid.and_then(start_time);
+    if let Err(err) = store
+        .mark_running(sink.job_id, time::OffsetDateTime::now_utc(), pid, pid_start)
+        .await
+    {
+        tracing::error!(job_id = %sink.job_id, error = %err, "could not record a job as running");
+    }
+    if let (Some(mut writer), Some((_, secret))) = (secret_writer, &spec.secret_input) {
+        // Small enough for the pipe buffer: this never blocks on the child.
+        let written = writer
+            .write_all(secret.expose().as_bytes())
+            .and_then(|_| writer.write_all(b"\n"));
+        if let Err(e) = written {
+            sink.system(&format!("could not hand the secret to the child: {e}"));
+        }
+    }
+
+    if let (Some(mut stdin), Some(input)) = (child.stdin.take(), &spec.stdin_input) {
+        use tokio::io::AsyncWriteExt;
+        let input = input.clone();
+        // Written from its own task: a child that reads slowly must not stall us.
+        tokio::spawn(async move {
+            let _ = stdin.write_all(input.expose().as_bytes()).await;
+            // Dropping stdin closes it: the child sees end of file.
+        });
+    }
+
+    let pipes = child
+        .stdout
+        .take()
+        .expect("stdout is piped")
+        .into_owned_fd()
+        .and_then(|stdout| {
+            let stderr = child.stderr.take().expect("stderr is piped");
+            Ok((stdout, stderr.into_owned_fd()?))
+        });
+    let (stdout, stderr) = match pipes {
+        Ok(pipes) => pipes,
+        Err(e) => {
+            // Not expected: the pipes were just made. Nothing may outlive the job.
+            signal_group(pgid, Signal::SIGKILL);
+            let _ = child.wait().await;
+            return (sink, Err(format!("could not read the child's output: {e}")));
+        }
+    };
+    let mut pump = Pump::start(
+        sink,
+        stdout,
+        stderr,
+        config.max_line_bytes,
+        config.output_nice,
+    );
+    let ended = watch_child(&mut child, &mut pump, config, pgid, cancel).await;
+    // Nothing of the job may outlive it.
+    signal_group(pgid, Signal::SIGKILL);
+    let sink = pump.finish().await;
+    (sink, ended)
+}
+
+/// Spawns the child (and the pipe its secret goes through, if any).
+fn start(
+    spec: &JobSpec,
+    config: &RunnerConfig,
+) -> Result<(tokio::process::Child, Option<std::io::PipeWriter>), String> {
     let mut command = Command::new(&spec.program);
     command
         .args(&spec.args)
@@ -75,127 +145,90 @@ pub async fn supervise(
             .map_err(|e| format!("could not map the secret pipe: {e}"))?;
         secret_writer = Some(writer);
     }
-
-    let mut child = command
+    let child = command
         .spawn()
         .map_err(|e| format!("could not start {}: {e}", spec.program.display()))?;
-    // Our copy of the pipe's read end goes with the command.
-    drop(command);
-    let pgid = child.id().map(|pid| Pid::from_raw(pid as i32));
-    let pid = child.id();
-    let pid_start = pid.and_then(start_time);
-    if let Err(err) = store
-        .mark_running(sink.job_id, time::OffsetDateTime::now_utc(), pid, pid_start)
-        .await
-    {
-        tracing::error!(job_id = %sink.job_id, error = %err, "could not record a job as running");
-    }
-    if let (Some(mut writer), Some((_, secret))) = (secret_writer, &spec.secret_input) {
-        // Small enough for the pipe buffer: this never blocks on the child.
-        let written = writer
-            .write_all(secret.expose().as_bytes())
-            .and_then(|_| writer.write_all(b"\n"));
-        if let Err(e) = written {
-            sink.system(&format!("could not hand the secret to the child: {e}"));
-        }
-    }
+    // Our copy of the pipe's read end went with the command.
+    Ok((child, secret_writer))
+}
 
-    if let (Some(mut stdin), Some(input)) = (child.stdin.take(), &spec.stdin_input) {
-        use tokio::io::AsyncWriteExt;
-        let input = input.clone();
-        // Written from its own task: a child that reads slowly must not stall us.
-        tokio::spawn(async move {
-            let _ = stdin.write_all(input.expose().as_bytes()).await;
-            // Dropping stdin closes it: the child sees end of file.
-        });
-    }
-
-    let (tx, mut rx) = mpsc::channel::<(Stream, String)>(256);
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let stderr = child.stderr.take().expect("stderr is piped");
-    let readers = [
-        tokio::spawn(read_lines(
-            stdout,
-            Stream::Stdout,
-            config.max_line_bytes,
-            tx.clone(),
-        )),
-        tokio::spawn(read_lines(
-            stderr,
-            Stream::Stderr,
-            config.max_line_bytes,
-            tx,
-        )),
-    ];
-
-    let deadline = Instant::now() + config.timeout;
-    let mut stopped: Option<StopReason> = None;
-    let mut kill_at: Option<Instant> = None;
-    let mut exit = None;
-    let mut drain_until: Option<Instant> = None;
-    let mut group_killed = false;
-    let mut channel_open = true;
+/// Waits for the child and for its output to end; enforces the timeouts and
+/// the cancel, reported in the job's log through the pump.
+async fn watch_child(
+    child: &mut tokio::process::Child,
+    pump: &mut Pump,
+    config: &RunnerConfig,
+    pgid: Option<Pid>,
+    mut cancel: watch::Receiver<bool>,
+) -> Result<Ended, String> {
     let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+    let mut stopped: Option<StopReason> = None;
+    let mut exit = None;
+    let mut group_killed = false;
+    let mut pipes_open = true;
+    // The timers live across iterations; `kill` and `drain` are armed when set.
+    let timeout = sleep_until(Instant::now() + config.timeout);
+    // Re-armed when it fires early: the child printed since.
+    let idle = sleep_until(config.idle_timeout.map_or(far, |d| Instant::now() + d));
+    let kill = sleep_until(far);
+    let drain = sleep_until(far);
+    tokio::pin!(timeout, idle, kill, drain);
+    let mut kill_armed = false;
+    let mut drain_armed = false;
 
     loop {
-        let idle_deadline = config
-            .idle_timeout
-            .map(|idle| sink.last_line_at + idle)
-            .unwrap_or(far);
         tokio::select! {
-            line = rx.recv(), if channel_open => match line {
-                Some((stream, text)) => {
-                    sink.push(stream, text);
-                    // Store (and show) a burst as soon as it is read, in batches.
-                    if sink.pending.len() >= BATCH || rx.is_empty() {
-                        sink.flush(store).await;
-                    }
-                }
-                None => {
-                    channel_open = false;
-                    if exit.is_some() {
-                        break;
-                    }
+            _ = &mut pump.pipes_closed, if pipes_open => {
+                pipes_open = false;
+                if exit.is_some() {
+                    break;
                 }
             },
             status = child.wait(), if exit.is_none() => {
                 exit = Some(status.map_err(|e| format!("could not wait for the child: {e}"))?);
-                if !channel_open {
+                if !pipes_open {
                     break;
                 }
-                drain_until = Some(Instant::now() + DRAIN_GRACE);
+                drain.as_mut().reset(Instant::now() + DRAIN_GRACE);
+                drain_armed = true;
             },
             changed = cancel.changed(), if stopped.is_none() => {
                 if changed.is_ok() && *cancel.borrow() {
-                    sink.system("cancel requested: sending SIGINT to the process group");
+                    pump.system("cancel requested: sending SIGINT to the process group".into());
                     stopped = Some(StopReason::Cancelled);
-                    kill_at = Some(Instant::now() + config.cancel_grace);
+                    kill.as_mut().reset(Instant::now() + config.cancel_grace);
+                    kill_armed = true;
                     signal_group(pgid, Signal::SIGINT);
                 }
             },
-            _ = sleep_until(deadline), if stopped.is_none() && exit.is_none() => {
+            _ = &mut timeout, if stopped.is_none() && exit.is_none() => {
                 let why = format!("timed out after {}s", config.timeout.as_secs());
-                sink.system(&format!("{why}: sending SIGINT to the process group"));
+                pump.system(format!("{why}: sending SIGINT to the process group"));
                 stopped = Some(StopReason::Timeout(why));
-                kill_at = Some(Instant::now() + config.cancel_grace);
+                kill.as_mut().reset(Instant::now() + config.cancel_grace);
+                kill_armed = true;
                 signal_group(pgid, Signal::SIGINT);
             },
-            _ = sleep_until(idle_deadline), if stopped.is_none() && exit.is_none() => {
-                let why = format!(
-                    "no output for {}s",
-                    config.idle_timeout.map(|d| d.as_secs()).unwrap_or_default()
-                );
-                sink.system(&format!("{why}: sending SIGINT to the process group"));
-                stopped = Some(StopReason::Timeout(why));
-                kill_at = Some(Instant::now() + config.cancel_grace);
-                signal_group(pgid, Signal::SIGINT);
+            _ = &mut idle, if config.idle_timeout.is_some() && stopped.is_none() && exit.is_none() => {
+                let limit = config.idle_timeout.unwrap_or_default();
+                let due = pump.last_line_at() + limit;
+                if Instant::now() < due {
+                    idle.as_mut().reset(due);
+                } else {
+                    let why = format!("no output for {}s", limit.as_secs());
+                    pump.system(format!("{why}: sending SIGINT to the process group"));
+                    stopped = Some(StopReason::Timeout(why));
+                    kill.as_mut().reset(Instant::now() + config.cancel_grace);
+                    kill_armed = true;
+                    signal_group(pgid, Signal::SIGINT);
+                }
             },
-            _ = sleep_until(kill_at.unwrap_or(far)), if kill_at.is_some() && exit.is_none() => {
-                sink.system("grace period over: sending SIGKILL to the process group");
+            _ = &mut kill, if kill_armed && exit.is_none() => {
+                pump.system("grace period over: sending SIGKILL to the process group".into());
                 signal_group(pgid, Signal::SIGKILL);
-                kill_at = None;
+                kill_armed = false;
             },
-            _ = sleep_until(drain_until.unwrap_or(far)), if drain_until.is_some() => {
+            _ = &mut drain, if drain_armed => {
                 if group_killed {
                     // Something outside the group still holds the pipes: stop reading.
                     break;
@@ -203,17 +236,9 @@ pub async fn supervise(
                 // The tool exited but processes it left behind keep the pipes open.
                 signal_group(pgid, Signal::SIGKILL);
                 group_killed = true;
-                drain_until = Some(Instant::now() + DRAIN_GRACE);
+                drain.as_mut().reset(Instant::now() + DRAIN_GRACE);
             },
         }
-    }
-    // Nothing of the job may outlive it.
-    signal_group(pgid, Signal::SIGKILL);
-    for reader in readers {
-        reader.abort();
-    }
-    while let Ok((stream, text)) = rx.try_recv() {
-        sink.push(stream, text);
     }
     let status = exit.expect("the loop ends only after the child was reaped");
     Ok(Ended {

@@ -1,7 +1,9 @@
 //! Jobs and logs in an SQLite file (embedded: nothing to install).
 //!
 //! Schema changes are numbered migrations applied at open, tracked by
-//! `PRAGMA user_version`. Every call runs on the blocking pool.
+//! `PRAGMA user_version`. Every call runs on the blocking pool. Reads have a
+//! connection of their own: in WAL mode they see the last commit without
+//! waiting for a write in progress (a job's log lines, a batch at a time).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -54,6 +56,7 @@ ALTER TABLE jobs ADD COLUMN request_id TEXT;
 
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    reader: Arc<Mutex<Connection>>,
 }
 
 impl SqliteStore {
@@ -63,23 +66,45 @@ impl SqliteStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Other(format!("{}: {e}", dir.display())))?;
         }
-        let mut conn = Connection::open(path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let open = || -> Result<Connection, StoreError> {
+            let conn = Connection::open(path)?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            conn.pragma_update(None, "foreign_keys", "ON")?;
+            conn.busy_timeout(std::time::Duration::from_secs(5))?;
+            Ok(conn)
+        };
+        let mut conn = open()?;
         migrate(&mut conn)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
+            reader: Arc::new(Mutex::new(open()?)),
         })
     }
 
+    /// Runs `f` with the connection that writes.
     async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = self.conn.clone();
+        Self::on(self.conn.clone(), f).await
+    }
+
+    /// Runs `f`, which only reads, with the connection that reads.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        Self::on(self.reader.clone(), f).await
+    }
+
+    async fn on<T, F>(conn: Arc<Mutex<Connection>>, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
         tokio::task::spawn_blocking(move || {
             let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
             f(&mut conn)
@@ -114,6 +139,27 @@ fn ts(t: OffsetDateTime) -> i64 {
 fn from_ts(ms: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// Log lines inserted by one statement (`insert_log_rows_sql`).
+const LOG_ROWS: usize = 64;
+
+/// `INSERT ... VALUES (?1, ?2, ?3, ?4), (?1, ?5, ?6, ?7), ...`: `LOG_ROWS`
+/// lines of one job.
+fn insert_log_rows_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        let rows: Vec<String> = (0..LOG_ROWS)
+            .map(|i| {
+                let at = 2 + 3 * i;
+                format!("(?1, ?{at}, ?{}, ?{})", at + 1, at + 2)
+            })
+            .collect();
+        format!(
+            "INSERT OR IGNORE INTO job_logs (job_id, n, stream, text) VALUES {}",
+            rows.join(", ")
+        )
+    })
 }
 
 const JOB_COLUMNS: &str = "seq, id, kind, workspace, request, started_by, status, exit_code, \
@@ -240,7 +286,7 @@ impl JobStore for SqliteStore {
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
-        self.with(move |conn| {
+        self.read(move |conn| {
             Ok(conn
                 .query_row(
                     &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
@@ -255,7 +301,7 @@ impl JobStore for SqliteStore {
 
     async fn list(&self, filter: &JobFilter) -> Result<JobPage, StoreError> {
         let filter = filter.clone();
-        self.with(move |conn| {
+        self.read(move |conn| {
             let mut stmt = conn.prepare(&format!(
                 "SELECT {JOB_COLUMNS} FROM jobs
                  WHERE (?1 IS NULL OR workspace = ?1)
@@ -293,11 +339,28 @@ impl JobStore for SqliteStore {
         self.with(move |conn| {
             let tx = conn.transaction()?;
             {
+                let id = id.to_string();
+                // Most lines go LOG_ROWS to a statement, which binds the job id
+                // once: per row, a statement's bookkeeping costs more than
+                // the insert itself.
+                let mut chunks = lines.chunks_exact(LOG_ROWS);
+                if lines.len() >= LOG_ROWS {
+                    let mut stmt = tx.prepare_cached(insert_log_rows_sql())?;
+                    for chunk in &mut chunks {
+                        stmt.raw_bind_parameter(1, &id)?;
+                        for (i, line) in chunk.iter().enumerate() {
+                            let at = 2 + 3 * i;
+                            stmt.raw_bind_parameter(at, line.n as i64)?;
+                            stmt.raw_bind_parameter(at + 1, line.stream.as_str())?;
+                            stmt.raw_bind_parameter(at + 2, &line.text)?;
+                        }
+                        stmt.raw_execute()?;
+                    }
+                }
                 let mut stmt = tx.prepare_cached(
                     "INSERT OR IGNORE INTO job_logs (job_id, n, stream, text) VALUES (?1, ?2, ?3, ?4)",
                 )?;
-                let id = id.to_string();
-                for line in lines {
+                for line in chunks.remainder() {
                     stmt.execute(params![id, line.n as i64, line.stream.as_str(), line.text])?;
                 }
             }
@@ -313,7 +376,7 @@ impl JobStore for SqliteStore {
         after: u64,
         limit: usize,
     ) -> Result<Vec<LogLine>, StoreError> {
-        self.with(move |conn| {
+        self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT n, stream, text FROM job_logs WHERE job_id = ?1 AND n > ?2
                  ORDER BY n LIMIT ?3",
@@ -419,6 +482,38 @@ mod tests {
             store.get(id).await.unwrap().unwrap().status,
             JobStatus::Interrupted
         );
+    }
+
+    #[tokio::test]
+    async fn many_lines_are_stored_in_order_and_a_repeat_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("jobs.db")).unwrap();
+        let j = job("default", JobKind::TerraformPlan);
+        let id = j.id;
+        store.insert(j).await.unwrap();
+        let line = |n: u64| LogLine {
+            n,
+            stream: if n.is_multiple_of(2) {
+                Stream::Stdout
+            } else {
+                Stream::Stderr
+            },
+            text: format!("line {n}"),
+        };
+        // Whole statements of LOG_ROWS lines and a remainder, twice.
+        store
+            .append_log(id, (1..=LOG_ROWS as u64 * 2 + 5).map(line).collect())
+            .await
+            .unwrap();
+        let next = LOG_ROWS as u64 * 2 + 6;
+        store
+            .append_log(id, (next..next + 70).map(line).collect())
+            .await
+            .unwrap();
+        // A line stored again (a retried batch) is not duplicated.
+        store.append_log(id, vec![line(3)]).await.unwrap();
+        let stored = store.read_log(id, 0, 10_000).await.unwrap();
+        assert_eq!(stored, (1..next + 70).map(line).collect::<Vec<_>>());
     }
 
     #[tokio::test]

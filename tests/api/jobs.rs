@@ -116,6 +116,74 @@ async fn several_followers_see_every_line_once_and_the_final_status() {
     assert_eq!(late.last().unwrap().event, "end");
 }
 
+/// Follows a job's events to its `end`, checking as it goes that the line
+/// numbers run after, after + 1, ... without a gap or a repeat; returns the
+/// last number seen.
+async fn follow_checking_numbers(client: reqwest::Client, url: String, after: u64) -> u64 {
+    let mut response = client
+        .get(&url)
+        .header("Last-Event-ID", after.to_string())
+        .send()
+        .await
+        .expect("events request");
+    assert_eq!(response.status(), 200);
+    let mut buffer = String::new();
+    let mut last = after;
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(60), response.chunk())
+        .await
+        .expect("an event within a minute")
+        .expect("stream readable")
+    {
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            if block.contains("event: end") {
+                return last;
+            }
+            if let Some(id) = block.lines().find_map(|l| l.strip_prefix("id: ")) {
+                let n: u64 = id.parse().unwrap();
+                assert_eq!(n, last + 1, "line {n} after line {last}");
+                last = n;
+            }
+        }
+    }
+    panic!("the stream ended without an end event after line {last}");
+}
+
+#[tokio::test]
+async fn followers_connecting_all_through_a_fast_job_see_every_line_once_in_order() {
+    let app = spawn_app().await;
+    app.fake("lines", "20000");
+    let started = app.post("/terraform/init", json!({"async": true})).await;
+    let id = started.body["job_id"].as_str().unwrap().to_string();
+    let url = format!("{}/jobs/{id}/events", app.address);
+    let mut followers = Vec::new();
+    for i in 0..12u64 {
+        // Some from the start, some from a line number on.
+        let after = if i % 2 == 0 { 0 } else { i * 37 };
+        let client = app.client.clone();
+        let url = url.clone();
+        followers.push(tokio::spawn(async move {
+            (after, follow_checking_numbers(client, url, after).await)
+        }));
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    let mut lasts = Vec::new();
+    for follower in followers {
+        lasts.push(follower.await.unwrap().1);
+    }
+    let job = app.wait_for_job(&id).await;
+    assert_eq!(job["status"], "succeeded");
+    // Every line the job stored: the fake's own lines and the 20,000.
+    let tail = app.get(&format!("/jobs/{id}/log?after=20000")).await.body;
+    let stored = tail["next_after"].as_u64().unwrap();
+    assert!(stored > 20_000, "{tail}");
+    assert!(
+        lasts.iter().all(|&last| last == stored),
+        "{lasts:?} != {stored}"
+    );
+}
+
 #[tokio::test]
 async fn a_follower_reconnecting_with_last_event_id_gets_no_duplicate_and_no_gap() {
     let app = spawn_app().await;

@@ -1,0 +1,446 @@
+//! A running job's lines on their way to live followers and to the store.
+//!
+//! Lines go to live followers as soon as they are read, and to the store from
+//! a task of their own, so neither a follower nor the child waits for an
+//! SQLite write. Until it is stored, a line stays in the job's `unstored`
+//! buffer: a follower that subscribes meanwhile finds it there.
+//!
+//! Why a follower sees every line exactly once, in order. `publish` sends a
+//! line and appends it to `unstored` under one lock; `subscribe` takes its
+//! receiver and a copy of `unstored` under the same lock; the writer removes a
+//! line from `unstored` only after the store has it. So for a follower that
+//! subscribes at a moment S and reads the store after S, every line was either
+//! published after S (its receiver gets it), or published before S and then
+//! still unstored at S (it is in the copy), or already removed at S, so stored
+//! before S (the store read finds it). Lines are numbered 1, 2, ... and stored
+//! in order, so the store holds 1..=k, the copy k'+1..=m with k' <= k, and
+//! the receiver every line after m: the follower emits the stored lines, then
+//! the copy, then the live ones, skipping every number it has emitted, which
+//! leaves no gap and no repeat. A follower that falls behind the broadcast
+//! buffer (`Lagged`) takes a new copy and reads the store again: the same
+//! argument with S the moment of the new copy.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, Weak};
+
+use tokio::sync::{Notify, broadcast};
+
+use crate::store::{JobId, JobStore, LogLine};
+
+/// What live followers of a job receive: its lines, then its end.
+#[derive(Clone, Debug)]
+pub enum JobEvent {
+    Line(LogLine),
+    End,
+}
+
+/// Live lines buffered per follower before it must catch up from the store.
+const EVENT_BUFFER: usize = 1024;
+/// Lines handed to followers but not stored yet, past which the job stops
+/// reading its child until the store catches up (the child then waits on its
+/// pipe: nothing is lost).
+const UNSTORED_MAX_BYTES: usize = 1024 * 1024;
+/// Most lines stored in one transaction.
+const STORE_BATCH: usize = 2048;
+
+/// One running job's live lines.
+pub(crate) struct LiveLog {
+    inner: Mutex<Inner>,
+    /// The writer has lines to store (or the job has ended).
+    work: Notify,
+    /// The writer stored some lines.
+    stored: Notify,
+}
+
+struct Inner {
+    events: broadcast::Sender<JobEvent>,
+    /// Published, not stored yet, in order.
+    unstored: VecDeque<LogLine>,
+    unstored_bytes: usize,
+    /// No more lines will come: the writer ends once `unstored` is empty.
+    closed: bool,
+}
+
+impl LiveLog {
+    /// A job's live log, with the task that stores its lines.
+    pub fn start(store: Arc<dyn JobStore>, job_id: JobId) -> Arc<LiveLog> {
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let live = Arc::new(LiveLog {
+            inner: Mutex::new(Inner {
+                events,
+                unstored: VecDeque::new(),
+                unstored_bytes: 0,
+                closed: false,
+            }),
+            work: Notify::new(),
+            stored: Notify::new(),
+        });
+        tokio::spawn(live.clone().store_lines(store, job_id));
+        live
+    }
+
+    /// Hands lines (numbered in order) to live followers and to the writer.
+    pub fn publish(&self, lines: Vec<LogLine>) {
+        let mut inner = self.inner.lock().unwrap();
+        for line in lines {
+            // No follower is fine.
+            let _ = inner.events.send(JobEvent::Line(line.clone()));
+            inner.unstored_bytes += line.text.len();
+            inner.unstored.push_back(line);
+        }
+        drop(inner);
+        self.work.notify_one();
+    }
+
+    /// Waits while the writer is too far behind.
+    pub async fn room(&self) {
+        self.wait_until(|inner| inner.unstored_bytes <= UNSTORED_MAX_BYTES)
+            .await
+    }
+
+    /// Waits until every published line is in the store.
+    pub async fn all_stored(&self) {
+        self.wait_until(|inner| inner.unstored.is_empty()).await
+    }
+
+    async fn wait_until(&self, done: impl Fn(&Inner) -> bool) {
+        loop {
+            // Registered before the check: a wake-up in between is not lost.
+            let stored = self.stored.notified();
+            if done(&self.inner.lock().unwrap()) {
+                return;
+            }
+            stored.await;
+        }
+    }
+
+    /// No more lines: the writer stores what is left and ends.
+    pub fn close(&self) {
+        self.inner.lock().unwrap().closed = true;
+        self.work.notify_one();
+    }
+
+    /// Tells live followers the job has ended.
+    pub fn end(&self) {
+        let _ = self.inner.lock().unwrap().events.send(JobEvent::End);
+    }
+
+    /// A receiver of what is published from now on, and the lines published
+    /// before and not stored yet: see the module's comment.
+    fn subscribe(&self) -> (broadcast::Receiver<JobEvent>, Vec<LogLine>) {
+        let inner = self.inner.lock().unwrap();
+        (
+            inner.events.subscribe(),
+            inner.unstored.iter().cloned().collect(),
+        )
+    }
+
+    fn unstored(&self) -> Vec<LogLine> {
+        self.inner
+            .lock()
+            .unwrap()
+            .unstored
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// The writer: stores lines from the front of `unstored`, in order, then
+    /// removes them from it.
+    async fn store_lines(self: Arc<Self>, store: Arc<dyn JobStore>, job_id: JobId) {
+        loop {
+            let work = self.work.notified();
+            let (batch, closed) = {
+                let inner = self.inner.lock().unwrap();
+                let batch: Vec<LogLine> =
+                    inner.unstored.iter().take(STORE_BATCH).cloned().collect();
+                (batch, inner.closed)
+            };
+            if batch.is_empty() {
+                if closed {
+                    return;
+                }
+                work.await;
+                continue;
+            }
+            let count = batch.len();
+            if let Err(err) = store.append_log(job_id, batch).await {
+                tracing::error!(job_id = %job_id, error = %err, "could not store job log lines");
+            }
+            {
+                let mut inner = self.inner.lock().unwrap();
+                let inner = &mut *inner;
+                for line in inner.unstored.drain(..count) {
+                    inner.unstored_bytes -= line.text.len();
+                }
+            }
+            self.stored.notify_waiters();
+        }
+    }
+}
+
+/// One follower of a job's log from a line number on: the stored lines, then
+/// the live ones until the job ends, each once and in order.
+pub struct Follower {
+    store: Arc<dyn JobStore>,
+    id: JobId,
+    /// The last line number given out.
+    last: u64,
+    /// While the job runs in this process.
+    live: Option<Live>,
+    /// Read from the store until it has nothing after `last`.
+    replaying: bool,
+    /// Given out after the replay: the lines unstored when it started.
+    snapshot: Vec<LogLine>,
+    ready: VecDeque<LogLine>,
+}
+
+struct Live {
+    events: broadcast::Receiver<JobEvent>,
+    /// Weak: a follower must not keep a job's channel open after it ended.
+    log: Weak<LiveLog>,
+}
+
+impl Follower {
+    /// Subscribes now (before anything is read from the store).
+    pub(crate) fn new(
+        store: Arc<dyn JobStore>,
+        id: JobId,
+        after: u64,
+        live: Option<&Arc<LiveLog>>,
+    ) -> Follower {
+        let (live, snapshot) = match live {
+            Some(log) => {
+                let (events, snapshot) = log.subscribe();
+                let log = Arc::downgrade(log);
+                (Some(Live { events, log }), snapshot)
+            }
+            None => (None, Vec::new()),
+        };
+        Follower {
+            store,
+            id,
+            last: after,
+            live,
+            replaying: true,
+            snapshot,
+            ready: VecDeque::new(),
+        }
+    }
+
+    /// The next line, or `None` once the job has ended and every line after
+    /// `after` was given.
+    pub async fn next(&mut self) -> Option<LogLine> {
+        loop {
+            while let Some(line) = self.ready.pop_front() {
+                if line.n > self.last {
+                    self.last = line.n;
+                    return Some(line);
+                }
+            }
+            if self.replaying {
+                let lines = self
+                    .store
+                    .read_log(self.id, self.last, 1000)
+                    .await
+                    .unwrap_or_default();
+                if lines.is_empty() {
+                    self.replaying = false;
+                    self.ready.extend(std::mem::take(&mut self.snapshot));
+                } else {
+                    self.ready.extend(lines);
+                }
+                continue;
+            }
+            let live = self.live.as_mut()?;
+            match live.events.recv().await {
+                Ok(JobEvent::Line(line)) => self.ready.push_back(line),
+                // The job's lines are all stored by now: a last look there
+                // (after `Closed`, the job's task died and may have lagged us).
+                Ok(JobEvent::End) | Err(broadcast::error::RecvError::Closed) => {
+                    self.live = None;
+                    self.replaying = true;
+                }
+                // Fell behind the broadcast buffer: a new copy, then the store.
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    self.snapshot = live
+                        .log
+                        .upgrade()
+                        .map(|log| log.unstored())
+                        .unwrap_or_default();
+                    self.replaying = true;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use serde_json::{Value, json};
+    use time::OffsetDateTime;
+
+    use super::*;
+    use crate::store::{
+        Completion, Job, JobFilter, JobKind, JobPage, MemoryStore, StoreError, Stream,
+    };
+
+    /// A memory store whose log appends take a while, so lines wait in the
+    /// unstored buffer while followers subscribe.
+    struct SlowStore(MemoryStore);
+
+    #[async_trait]
+    impl JobStore for SlowStore {
+        async fn insert(&self, job: Job) -> Result<(), StoreError> {
+            self.0.insert(job).await
+        }
+        async fn mark_running(
+            &self,
+            id: JobId,
+            at: OffsetDateTime,
+            pid: Option<u32>,
+            pid_start: Option<u64>,
+        ) -> Result<(), StoreError> {
+            self.0.mark_running(id, at, pid, pid_start).await
+        }
+        async fn complete(
+            &self,
+            id: JobId,
+            completion: Completion,
+            at: OffsetDateTime,
+        ) -> Result<(), StoreError> {
+            self.0.complete(id, completion, at).await
+        }
+        async fn set_result(&self, id: JobId, result: Value) -> Result<(), StoreError> {
+            self.0.set_result(id, result).await
+        }
+        async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+            self.0.get(id).await
+        }
+        async fn list(&self, filter: &JobFilter) -> Result<JobPage, StoreError> {
+            self.0.list(filter).await
+        }
+        async fn append_log(&self, id: JobId, lines: Vec<LogLine>) -> Result<(), StoreError> {
+            tokio::time::sleep(Duration::from_micros(300 + lines.len() as u64 % 700)).await;
+            self.0.append_log(id, lines).await
+        }
+        async fn read_log(
+            &self,
+            id: JobId,
+            after: u64,
+            limit: usize,
+        ) -> Result<Vec<LogLine>, StoreError> {
+            tokio::task::yield_now().await;
+            self.0.read_log(id, after, limit).await
+        }
+        async fn interrupt_unfinished(&self, at: OffsetDateTime) -> Result<Vec<Job>, StoreError> {
+            self.0.interrupt_unfinished(at).await
+        }
+    }
+
+    fn line(n: u64) -> LogLine {
+        LogLine {
+            n,
+            stream: Stream::Stdout,
+            text: format!("line {n}"),
+        }
+    }
+
+    /// Every line from `after + 1` to `total`, once each, in order.
+    fn assert_complete(seen: &[LogLine], after: u64, total: u64) {
+        let numbers: Vec<u64> = seen.iter().map(|l| l.n).collect();
+        let expected: Vec<u64> = (after + 1..=total).collect();
+        assert_eq!(numbers.len(), expected.len(), "a line missing or repeated");
+        assert_eq!(numbers, expected);
+        assert!(seen.iter().all(|l| l.text == format!("line {}", l.n)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn followers_subscribing_during_output_see_every_line_once_in_order() {
+        const TOTAL: u64 = 30_000;
+        let store: Arc<dyn JobStore> = Arc::new(SlowStore(MemoryStore::default()));
+        let job = Job::queued(JobId::new(), JobKind::TerraformPlan, "default", json!({}));
+        let id = job.id;
+        store.insert(job).await.unwrap();
+        let live = LiveLog::start(store.clone(), id);
+
+        // Followers subscribe all along the output: from the start, after a
+        // line number, and some slow enough to fall behind the broadcast.
+        let mut followers = tokio::task::JoinSet::new();
+        let producer = {
+            let live = live.clone();
+            tokio::spawn(async move {
+                let mut n = 0;
+                while n < TOTAL {
+                    let size = 1 + n % 97;
+                    let batch: Vec<LogLine> = (n + 1..=(n + size).min(TOTAL)).map(line).collect();
+                    n += batch.len() as u64;
+                    live.publish(batch);
+                    live.room().await;
+                    if n % 5 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                live.all_stored().await;
+                live.close();
+                live.end();
+            })
+        };
+        for i in 0..120u64 {
+            let after = if i % 3 == 1 { i * 100 } else { 0 };
+            let slow = i % 10 == 9;
+            let follower = Follower::new(store.clone(), id, after, Some(&live));
+            followers.spawn(async move {
+                let mut follower = follower;
+                let mut seen = Vec::new();
+                while let Some(line) = follower.next().await {
+                    if slow && line.n % 512 == 0 {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    seen.push(line);
+                }
+                (after, seen)
+            });
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        producer.await.unwrap();
+        drop(live);
+        let mut checked = 0;
+        while let Some(joined) = followers.join_next().await {
+            let (after, seen) = joined.unwrap();
+            assert_complete(&seen, after, TOTAL);
+            checked += 1;
+        }
+        assert_eq!(checked, 120);
+        // After the end, from the store alone.
+        let mut late = Follower::new(store.clone(), id, 0, None);
+        let mut seen = Vec::new();
+        while let Some(line) = late.next().await {
+            seen.push(line);
+        }
+        assert_complete(&seen, 0, TOTAL);
+    }
+
+    #[tokio::test]
+    async fn a_follower_of_a_job_whose_task_died_ends_with_the_stored_lines() {
+        let store: Arc<dyn JobStore> = Arc::new(MemoryStore::default());
+        let job = Job::queued(JobId::new(), JobKind::TerraformPlan, "default", json!({}));
+        let id = job.id;
+        store.insert(job).await.unwrap();
+        let live = LiveLog::start(store.clone(), id);
+        live.publish((1..=3).map(line).collect());
+        let mut follower = Follower::new(store.clone(), id, 0, Some(&live));
+        live.all_stored().await;
+        // No `end`: the job's task is gone, the writer ends when closed.
+        live.close();
+        drop(live);
+        let mut seen = Vec::new();
+        while let Some(line) = follower.next().await {
+            seen.push(line);
+        }
+        assert_complete(&seen, 0, 3);
+    }
+}

@@ -1,0 +1,241 @@
+//! Where jobs' output is read and handled: a runtime of its own, whose
+//! threads run at a lower scheduling priority (`JOB_OUTPUT_NICE`) than the
+//! request handlers.
+//!
+//! On a busy machine, requests then get the CPU first and a job's output
+//! waits: its child blocks on its full pipe until the output is read, so
+//! nothing is lost, only later. The children themselves are started (and
+//! waited for) from the main runtime, and so run at the server's priority.
+//! Storing the lines stays there too: a low-priority thread holding the
+//! store's connection would hold up the requests waiting for it.
+
+use std::future::Future;
+use std::os::fd::OwnedFd;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use tokio::net::unix::pipe;
+use tokio::runtime::Runtime;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::Sink;
+use super::lines::read_lines;
+use crate::store::Stream;
+
+static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+
+/// Runs `future` on the output runtime, started on first use with threads
+/// `nice` steps below the server's priority (0: at it). One per process: the
+/// first caller's `nice` holds.
+fn spawn<F>(nice: i32, future: F) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let runtime = RUNTIME.get_or_init(|| {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("job-output")
+            .on_thread_start(move || lower_priority(nice))
+            .enable_all()
+            .build()
+            .expect("the job output runtime starts")
+    });
+    runtime.spawn(future)
+}
+
+/// Adds `nice` to this thread's nice value (Linux schedules threads, not
+/// processes: the other threads keep theirs).
+fn lower_priority(nice: i32) {
+    use nix::errno::Errno;
+    use nix::libc::{PRIO_PROCESS, getpriority, setpriority};
+    if nice == 0 {
+        return;
+    }
+    let tid = nix::unistd::gettid().as_raw() as nix::libc::id_t;
+    Errno::clear();
+    // SAFETY: getpriority and setpriority only read their integer arguments.
+    let current = unsafe { getpriority(PRIO_PROCESS, tid) };
+    if current == -1 && Errno::last_raw() != 0 {
+        return;
+    }
+    let set = unsafe { setpriority(PRIO_PROCESS, tid, (current + nice).min(19)) };
+    if set != 0 {
+        tracing::warn!(
+            nice,
+            error = %std::io::Error::last_os_error(),
+            "could not lower the priority of a job output thread"
+        );
+    }
+}
+
+/// The output side of a running child, seen from its supervisor.
+pub(super) struct Pump {
+    /// Lines of the runner's own (cancel, timeouts), in order.
+    system: mpsc::UnboundedSender<String>,
+    stop: oneshot::Sender<()>,
+    /// Resolves when both pipes are at end of file.
+    pub pipes_closed: oneshot::Receiver<()>,
+    activity: std::sync::Arc<Activity>,
+    task: JoinHandle<Sink>,
+}
+
+/// When the child last printed, for the idle timeout.
+struct Activity {
+    since: Instant,
+    /// Milliseconds after `since`.
+    last_ms: AtomicU64,
+}
+
+impl Pump {
+    /// Starts reading the child's pipes into `sink` on the output runtime.
+    pub fn start(sink: Sink, stdout: OwnedFd, stderr: OwnedFd, max_line: usize, nice: i32) -> Pump {
+        let (system, system_rx) = mpsc::unbounded_channel();
+        let (stop, stop_rx) = oneshot::channel();
+        let (closed, pipes_closed) = oneshot::channel();
+        let activity = std::sync::Arc::new(Activity {
+            since: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        });
+        let task = spawn(
+            nice,
+            pump(
+                sink,
+                [(stdout, Stream::Stdout), (stderr, Stream::Stderr)],
+                max_line,
+                system_rx,
+                stop_rx,
+                closed,
+                activity.clone(),
+            ),
+        );
+        Pump {
+            system,
+            stop,
+            pipes_closed,
+            activity,
+            task,
+        }
+    }
+
+    /// Adds a line of the runner's own to the job's log.
+    pub fn system(&self, text: String) {
+        // The pump ends only after `finish`: this cannot fail before.
+        let _ = self.system.send(text);
+    }
+
+    /// When the child last printed a line.
+    pub fn last_line_at(&self) -> tokio::time::Instant {
+        let ms = self.activity.last_ms.load(Ordering::Relaxed);
+        (self.activity.since + std::time::Duration::from_millis(ms)).into()
+    }
+
+    /// Stops reading (what was read is still handled) and hands back the sink.
+    pub async fn finish(self) -> Sink {
+        let Pump {
+            system, stop, task, ..
+        } = self;
+        drop(system);
+        let _ = stop.send(());
+        match task.await {
+            Ok(sink) => sink,
+            Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+            Err(err) => panic!("the job output runtime stopped: {err}"),
+        }
+    }
+}
+
+/// Reads both pipes (a task each, as output comes in) and hands the lines to
+/// the sink, with the runner's own lines, until told to stop.
+async fn pump(
+    mut sink: Sink,
+    pipes: [(OwnedFd, Stream); 2],
+    max_line: usize,
+    mut system: mpsc::UnboundedReceiver<String>,
+    mut stop: oneshot::Receiver<()>,
+    closed: oneshot::Sender<()>,
+    activity: std::sync::Arc<Activity>,
+) -> Sink {
+    // A few reads' worth of lines: past that the child waits on its pipe.
+    let (tx, mut rx) = mpsc::channel::<(Stream, Vec<String>)>(8);
+    let mut readers = Vec::new();
+    for (fd, stream) in pipes {
+        match pipe::Receiver::from_owned_fd(fd) {
+            Ok(pipe) => readers.push(tokio::spawn(read_lines(pipe, stream, max_line, tx.clone()))),
+            Err(e) => sink.system(&format!(
+                "could not read the child's {}: {e}",
+                stream.as_str()
+            )),
+        }
+    }
+    drop(tx);
+    let mut closed = Some(closed);
+    let mut reading = true;
+    loop {
+        tokio::select! {
+            message = rx.recv(), if reading => match message {
+                Some((stream, lines)) => {
+                    for text in lines {
+                        sink.push(stream, text);
+                    }
+                    activity.last_ms.store(
+                        activity.since.elapsed().as_millis() as u64,
+                        Ordering::Relaxed,
+                    );
+                    // Show (and store) a burst as soon as it is read, in batches.
+                    if sink.wants_flush() || rx.is_empty() {
+                        sink.flush().await;
+                    }
+                }
+                None => {
+                    reading = false;
+                    if let Some(closed) = closed.take() {
+                        let _ = closed.send(());
+                    }
+                }
+            },
+            Some(text) = system.recv() => {
+                sink.system(&text);
+                sink.flush().await;
+            }
+            _ = &mut stop => break,
+        }
+    }
+    // Something outside the child's group may still hold the pipes: what was
+    // read is kept, the rest is not waited for.
+    for reader in readers {
+        reader.abort();
+    }
+    while let Ok((stream, lines)) = rx.try_recv() {
+        for text in lines {
+            sink.push(stream, text);
+        }
+    }
+    while let Some(text) = system.recv().await {
+        sink.system(&text);
+    }
+    sink
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This thread's nice value, field 19 of `/proc/thread-self/stat`.
+    fn nice_of_this_thread() -> i32 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        let fields = stat.rsplit_once(')').unwrap().1;
+        fields.split_whitespace().nth(16).unwrap().parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn output_threads_run_at_the_lower_priority_and_requests_do_not() {
+        let ours = nice_of_this_thread();
+        let theirs = spawn(10, async { nice_of_this_thread() }).await.unwrap();
+        assert_eq!(theirs, (ours + 10).min(19));
+        assert_eq!(nice_of_this_thread(), ours);
+    }
+}
