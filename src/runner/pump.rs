@@ -4,10 +4,14 @@
 //!
 //! On a busy machine, requests then get the CPU first and a job's output
 //! waits: its child blocks on its full pipe until the output is read, so
-//! nothing is lost, only later. The children themselves are started (and
-//! waited for) from the main runtime, and so run at the server's priority.
-//! Storing the lines stays there too: a low-priority thread holding the
-//! store's connection would hold up the requests waiting for it.
+//! nothing is lost, only later. Storing the lines runs here too (`live`),
+//! on this runtime's blocking threads, at the same priority. The children
+//! themselves are started (and waited for) from the main runtime, and so run
+//! at the server's priority.
+//!
+//! The price: a request that writes a job record (starting or ending a job)
+//! may wait for a batch of log lines being stored at the lower priority;
+//! batches are kept small for that. Reads have a connection of their own.
 
 use std::future::Future;
 use std::os::fd::OwnedFd;
@@ -29,7 +33,7 @@ static RUNTIME: OnceLock<Runtime> = OnceLock::new();
 /// Runs `future` on the output runtime, started on first use with threads
 /// `nice` steps below the server's priority (0: at it). One per process: the
 /// first caller's `nice` holds.
-fn spawn<F>(nice: i32, future: F) -> JoinHandle<F::Output>
+pub(super) fn spawn<F>(nice: i32, future: F) -> JoinHandle<F::Output>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
@@ -234,8 +238,9 @@ mod tests {
     #[tokio::test]
     async fn output_threads_run_at_the_lower_priority_and_requests_do_not() {
         let ours = nice_of_this_thread();
-        let theirs = spawn(10, async { nice_of_this_thread() }).await.unwrap();
-        assert_eq!(theirs, (ours + 10).min(19));
+        // The unit tests start the runtime with the default, 5.
+        let theirs = spawn(5, async { nice_of_this_thread() }).await.unwrap();
+        assert_eq!(theirs, (ours + 5).min(19));
         assert_eq!(nice_of_this_thread(), ours);
     }
 }
