@@ -55,10 +55,11 @@ case "${1:-}" in
       awk '/^ +[0-9.]+%/ {
         p = $1 + 0; line = $0
         if (line ~ /sqlite3|rusqlite/) k = "SQLite (job store)"
-        else if (line ~ /fmt::|tracing|Escaping|crossbeam|write_char|write_str/) k = "tracing: formatting lines for terraform.log"
+        else if (line ~ /tool_log|fmt::|tracing|Escaping|crossbeam|write_char|write_str/) k = "formatting lines for terraform.log"
         else if (line ~ /malloc|free|realloc|memmove|memcpy|memcmp|unlink_chunk/) k = "allocation and copying (libc)"
         else if (line ~ /\[k\]/) k = "kernel (pipes, file writes, scheduling)"
-        else if (line ~ /read_lines|Sink|redact|regex|aho_corasick/) k = "runner: reading, redacting, batching lines"
+        else if (line ~ /read_lines|lines::finish|from_utf8|Sink|pump|LiveLog|redact|regex|aho_corasick/) k = "runner: reading, redacting, batching lines"
+        else if (line ~ /tokio/) k = "tokio (tasks, channels, timers)"
         else k = "other"
         sum[k] += p
       } END { for (k in sum) printf "%6.1f%%  %s\n", sum[k], k }' | sort -rn

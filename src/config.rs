@@ -208,7 +208,7 @@ impl Config {
             )),
             max_line_bytes: r.positive("JOB_LOG_MAX_LINE_BYTES", "16384") as usize,
             max_log_bytes: r.positive("JOB_LOG_MAX_BYTES", "67108864") as usize,
-            output_nice: match r.parse::<i32>("JOB_OUTPUT_NICE", "10", "a nice value, 0 to 19") {
+            output_nice: match r.parse::<i32>("JOB_OUTPUT_NICE", "5", "a nice value, 0 to 19") {
                 nice @ 0..=19 => nice,
                 other => {
                     r.problems
@@ -408,7 +408,7 @@ mod tests {
 
     #[test]
     fn a_job_output_nice_value_past_19_is_refused() {
-        assert_eq!(Config::from_vars(vars(&[])).unwrap().output_nice, 10);
+        assert_eq!(Config::from_vars(vars(&[])).unwrap().output_nice, 5);
         let err = Config::from_vars(vars(&[("JOB_OUTPUT_NICE", "20")])).unwrap_err();
         assert!(err.to_string().contains("JOB_OUTPUT_NICE"), "{err}");
         let config = Config::from_vars(vars(&[("JOB_OUTPUT_NICE", "0")])).unwrap();

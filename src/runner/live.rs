@@ -40,8 +40,9 @@ const EVENT_BUFFER: usize = 1024;
 /// reading its child until the store catches up (the child then waits on its
 /// pipe: nothing is lost).
 const UNSTORED_MAX_BYTES: usize = 1024 * 1024;
-/// Most lines stored in one transaction.
-const STORE_BATCH: usize = 2048;
+/// Most lines stored in one transaction: small enough that a job record
+/// written meanwhile does not wait long for the connection.
+const STORE_BATCH: usize = 512;
 
 /// One running job's live lines.
 pub(crate) struct LiveLog {
@@ -62,8 +63,9 @@ struct Inner {
 }
 
 impl LiveLog {
-    /// A job's live log, with the task that stores its lines.
-    pub fn start(store: Arc<dyn JobStore>, job_id: JobId) -> Arc<LiveLog> {
+    /// A job's live log, with the task that stores its lines (on the output
+    /// runtime, `nice` steps below the server: see `pump`).
+    pub fn start(store: Arc<dyn JobStore>, job_id: JobId, nice: i32) -> Arc<LiveLog> {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let live = Arc::new(LiveLog {
             inner: Mutex::new(Inner {
@@ -75,7 +77,7 @@ impl LiveLog {
             work: Notify::new(),
             stored: Notify::new(),
         });
-        tokio::spawn(live.clone().store_lines(store, job_id));
+        super::pump::spawn(nice, live.clone().store_lines(store, job_id));
         live
     }
 
@@ -365,7 +367,7 @@ mod tests {
         let job = Job::queued(JobId::new(), JobKind::TerraformPlan, "default", json!({}));
         let id = job.id;
         store.insert(job).await.unwrap();
-        let live = LiveLog::start(store.clone(), id);
+        let live = LiveLog::start(store.clone(), id, 5);
 
         // Followers subscribe all along the output: from the start, after a
         // line number, and some slow enough to fall behind the broadcast.
@@ -430,7 +432,7 @@ mod tests {
         let job = Job::queued(JobId::new(), JobKind::TerraformPlan, "default", json!({}));
         let id = job.id;
         store.insert(job).await.unwrap();
-        let live = LiveLog::start(store.clone(), id);
+        let live = LiveLog::start(store.clone(), id, 5);
         live.publish((1..=3).map(line).collect());
         let mut follower = Follower::new(store.clone(), id, 0, Some(&live));
         live.all_stored().await;

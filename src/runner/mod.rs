@@ -253,7 +253,7 @@ impl Runner {
         self.inner.store.insert(job).await?;
         let (done_tx, done_rx) = watch::channel(None);
         let (cancel_tx, cancel_rx) = watch::channel(false);
-        let live = LiveLog::start(self.inner.store.clone(), id);
+        let live = LiveLog::start(self.inner.store.clone(), id, self.inner.config.output_nice);
         self.inner.running.lock().unwrap().insert(
             id,
             RunningJob {

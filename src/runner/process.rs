@@ -178,7 +178,7 @@ async fn watch_child(
 
     loop {
         tokio::select! {
-            _ = &mut pump.pipes_closed, if pipes_open => {
+            _ = pump.pipes_closed(), if pipes_open => {
                 pipes_open = false;
                 if exit.is_some() {
                     break;

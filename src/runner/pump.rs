@@ -4,10 +4,14 @@
 //!
 //! On a busy machine, requests then get the CPU first and a job's output
 //! waits: its child blocks on its full pipe until the output is read, so
-//! nothing is lost, only later. The children themselves are started (and
-//! waited for) from the main runtime, and so run at the server's priority.
-//! Storing the lines stays there too: a low-priority thread holding the
-//! store's connection would hold up the requests waiting for it.
+//! nothing is lost, only later. Storing the lines runs here too (`live`),
+//! on this runtime's blocking threads, at the same priority. The children
+//! themselves are started (and waited for) from the main runtime, and so run
+//! at the server's priority.
+//!
+//! The price: a request that writes a job record (starting or ending a job)
+//! may wait for a batch of log lines being stored at the lower priority;
+//! batches are kept small for that. Reads have a connection of their own.
 
 use std::future::Future;
 use std::os::fd::OwnedFd;
@@ -29,7 +33,7 @@ static RUNTIME: OnceLock<Runtime> = OnceLock::new();
 /// Runs `future` on the output runtime, started on first use with threads
 /// `nice` steps below the server's priority (0: at it). One per process: the
 /// first caller's `nice` holds.
-fn spawn<F>(nice: i32, future: F) -> JoinHandle<F::Output>
+pub(super) fn spawn<F>(nice: i32, future: F) -> JoinHandle<F::Output>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
@@ -76,11 +80,13 @@ fn lower_priority(nice: i32) {
 pub(super) struct Pump {
     /// Lines of the runner's own (cancel, timeouts), in order.
     system: mpsc::UnboundedSender<String>,
-    stop: oneshot::Sender<()>,
-    /// Resolves when both pipes are at end of file.
-    pub pipes_closed: oneshot::Receiver<()>,
+    stop: Option<oneshot::Sender<()>>,
     activity: std::sync::Arc<Activity>,
-    task: JoinHandle<Sink>,
+    /// Hands the sink back once both pipes are at end of file, or stopped.
+    task: Option<JoinHandle<Sink>>,
+    sink: Option<Sink>,
+    /// Lines of the runner's own that came after the pump had stopped.
+    unsent: Vec<String>,
 }
 
 /// When the child last printed, for the idle timeout.
@@ -95,7 +101,6 @@ impl Pump {
     pub fn start(sink: Sink, stdout: OwnedFd, stderr: OwnedFd, max_line: usize, nice: i32) -> Pump {
         let (system, system_rx) = mpsc::unbounded_channel();
         let (stop, stop_rx) = oneshot::channel();
-        let (closed, pipes_closed) = oneshot::channel();
         let activity = std::sync::Arc::new(Activity {
             since: Instant::now(),
             last_ms: AtomicU64::new(0),
@@ -108,23 +113,30 @@ impl Pump {
                 max_line,
                 system_rx,
                 stop_rx,
-                closed,
                 activity.clone(),
             ),
         );
         Pump {
             system,
-            stop,
-            pipes_closed,
+            stop: Some(stop),
             activity,
-            task,
+            task: Some(task),
+            sink: None,
+            unsent: Vec::new(),
         }
     }
 
     /// Adds a line of the runner's own to the job's log.
-    pub fn system(&self, text: String) {
-        // The pump ends only after `finish`: this cannot fail before.
-        let _ = self.system.send(text);
+    pub fn system(&mut self, text: String) {
+        match &mut self.sink {
+            Some(sink) => sink.system(&text),
+            None => {
+                if let Err(returned) = self.system.send(text) {
+                    // The pump is handing the sink back: added then.
+                    self.unsent.push(returned.0);
+                }
+            }
+        }
     }
 
     /// When the child last printed a line.
@@ -133,30 +145,54 @@ impl Pump {
         (self.activity.since + std::time::Duration::from_millis(ms)).into()
     }
 
-    /// Stops reading (what was read is still handled) and hands back the sink.
-    pub async fn finish(self) -> Sink {
-        let Pump {
-            system, stop, task, ..
-        } = self;
-        drop(system);
-        let _ = stop.send(());
-        match task.await {
-            Ok(sink) => sink,
-            Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
-            Err(err) => panic!("the job output runtime stopped: {err}"),
+    /// Resolves once both pipes are at end of file and everything read from
+    /// them is in the sink (never, after that). Cancel-safe.
+    pub async fn pipes_closed(&mut self) {
+        match &mut self.task {
+            Some(task) => {
+                let sink = join(task).await;
+                self.task = None;
+                self.sink = Some(sink);
+            }
+            None => std::future::pending().await,
         }
+    }
+
+    /// Stops reading if it has not stopped (what was read is still handled)
+    /// and hands back the sink.
+    pub async fn finish(mut self) -> Sink {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let mut sink = match (self.sink.take(), self.task.take()) {
+            (Some(sink), _) => sink,
+            (None, Some(mut task)) => join(&mut task).await,
+            (None, None) => unreachable!("the sink is with the pump or back"),
+        };
+        for text in self.unsent.drain(..) {
+            sink.system(&text);
+        }
+        sink
+    }
+}
+
+async fn join(task: &mut JoinHandle<Sink>) -> Sink {
+    match task.await {
+        Ok(sink) => sink,
+        Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+        Err(err) => panic!("the job output runtime stopped: {err}"),
     }
 }
 
 /// Reads both pipes (a task each, as output comes in) and hands the lines to
-/// the sink, with the runner's own lines, until told to stop.
+/// the sink, with the runner's own lines, until both are at end of file or
+/// it is told to stop; then hands the sink back.
 async fn pump(
     mut sink: Sink,
     pipes: [(OwnedFd, Stream); 2],
     max_line: usize,
     mut system: mpsc::UnboundedReceiver<String>,
     mut stop: oneshot::Receiver<()>,
-    closed: oneshot::Sender<()>,
     activity: std::sync::Arc<Activity>,
 ) -> Sink {
     // A few reads' worth of lines: past that the child waits on its pipe.
@@ -172,11 +208,9 @@ async fn pump(
         }
     }
     drop(tx);
-    let mut closed = Some(closed);
-    let mut reading = true;
     loop {
         tokio::select! {
-            message = rx.recv(), if reading => match message {
+            message = rx.recv() => match message {
                 Some((stream, lines)) => {
                     for text in lines {
                         sink.push(stream, text);
@@ -190,12 +224,7 @@ async fn pump(
                         sink.flush().await;
                     }
                 }
-                None => {
-                    reading = false;
-                    if let Some(closed) = closed.take() {
-                        let _ = closed.send(());
-                    }
-                }
+                None => break,
             },
             Some(text) = system.recv() => {
                 sink.system(&text);
@@ -214,7 +243,9 @@ async fn pump(
             sink.push(stream, text);
         }
     }
-    while let Some(text) = system.recv().await {
+    // From here on, the supervisor adds its lines itself.
+    system.close();
+    while let Ok(text) = system.try_recv() {
         sink.system(&text);
     }
     sink
@@ -234,8 +265,9 @@ mod tests {
     #[tokio::test]
     async fn output_threads_run_at_the_lower_priority_and_requests_do_not() {
         let ours = nice_of_this_thread();
-        let theirs = spawn(10, async { nice_of_this_thread() }).await.unwrap();
-        assert_eq!(theirs, (ours + 10).min(19));
+        // The unit tests start the runtime with the default, 5.
+        let theirs = spawn(5, async { nice_of_this_thread() }).await.unwrap();
+        assert_eq!(theirs, (ours + 5).min(19));
         assert_eq!(nice_of_this_thread(), ours);
     }
 }

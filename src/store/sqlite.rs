@@ -287,12 +287,11 @@ impl JobStore for SqliteStore {
 
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
         self.read(move |conn| {
-            Ok(conn
-                .query_row(
-                    &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
-                    [id.to_string()],
-                    job_from_row,
-                )
+            // Cached: parsing the statement cost more than running it.
+            let mut stmt =
+                conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))?;
+            Ok(stmt
+                .query_row([id.to_string()], job_from_row)
                 .optional()?
                 .map(|(_, job)| job))
         })
@@ -302,7 +301,7 @@ impl JobStore for SqliteStore {
     async fn list(&self, filter: &JobFilter) -> Result<JobPage, StoreError> {
         let filter = filter.clone();
         self.read(move |conn| {
-            let mut stmt = conn.prepare(&format!(
+            let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {JOB_COLUMNS} FROM jobs
                  WHERE (?1 IS NULL OR workspace = ?1)
                    AND (?2 IS NULL OR kind = ?2)
