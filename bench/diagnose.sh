@@ -54,7 +54,8 @@ case "${1:-}" in
     perf report -i "$tmp/perf.data" --no-children --sort dso,symbol -g none 2>/dev/null |
       awk '/^ +[0-9.]+%/ {
         p = $1 + 0; line = $0
-        if (line ~ /sqlite3|rusqlite/) k = "SQLite (job store)"
+        # SQLite is linked in: its internal functions have no common prefix.
+        if (line ~ /sqlite3|rusqlite|[Vv]dbe|[Bb]tree|balance_|[Pp]cache|[Pp]ager|[Ww]al[A-Z]|walIndex|insertCell|pageInsert|getPage|getAndInitPage|allocateCursor|releaseMem|[Cc]ellSize|fillInCell|dropCell|defragmentPage|pageFindSlot|[Mm]oveto|yy_reduce|RunParser|exprAnalyze|resolveExpr/) k = "SQLite (job store)"
         else if (line ~ /tool_log|fmt::|tracing|Escaping|crossbeam|write_char|write_str/) k = "formatting lines for terraform.log"
         else if (line ~ /malloc|free|realloc|memmove|memcpy|memcmp|unlink_chunk/) k = "allocation and copying (libc)"
         else if (line ~ /\[k\]/) k = "kernel (pipes, file writes, scheduling)"

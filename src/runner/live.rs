@@ -6,19 +6,22 @@
 //! buffer: a follower that subscribes meanwhile finds it there.
 //!
 //! Why a follower sees every line exactly once, in order. `publish` sends a
-//! line and appends it to `unstored` under one lock; `subscribe` takes its
-//! receiver and a copy of `unstored` under the same lock; the writer removes a
-//! line from `unstored` only after the store has it. So for a follower that
-//! subscribes at a moment S and reads the store after S, every line was either
-//! published after S (its receiver gets it), or published before S and then
-//! still unstored at S (it is in the copy), or already removed at S, so stored
-//! before S (the store read finds it). Lines are numbered 1, 2, ... and stored
-//! in order, so the store holds 1..=k, the copy k'+1..=m with k' <= k, and
-//! the receiver every line after m: the follower emits the stored lines, then
-//! the copy, then the live ones, skipping every number it has emitted, which
-//! leaves no gap and no repeat. A follower that falls behind the broadcast
-//! buffer (`Lagged`) takes a new copy and reads the store again: the same
-//! argument with S the moment of the new copy.
+//! line and appends it to `unstored` under one lock, and `subscribe` takes its
+//! receiver under the same lock; the writer removes a line from `unstored`
+//! only after the store has it. A follower subscribes at a moment S, replays
+//! the store, and just before its last store read (the one that finds nothing
+//! more), at a moment T after S, copies what is still unstored. Every line was
+//! either published after S (its receiver gets it), or published before S and
+//! still unstored at T (it is in the copy), or removed from `unstored` before
+//! T, so stored before the last read (the replay found it). Lines are numbered
+//! 1, 2, ... and stored in order, so the store holds 1..=k, the copy
+//! k'+1..=m with k' <= k, and the receiver every line published after S: the
+//! follower emits the stored lines, then the copy, then the live ones,
+//! skipping every number it has emitted, which leaves no gap and no repeat. A
+//! follower that falls behind the broadcast buffer (`Lagged`) replays the
+//! store again the same way: the same argument with S the moment it lagged.
+//! (The copy is taken at the end of the replay, not at S, so a follower holds
+//! it only during one store read, however long the replay.)
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, Weak};
@@ -39,7 +42,7 @@ const EVENT_BUFFER: usize = 1024;
 /// Lines handed to followers but not stored yet, past which the job stops
 /// reading its child until the store catches up (the child then waits on its
 /// pipe: nothing is lost).
-const UNSTORED_MAX_BYTES: usize = 1024 * 1024;
+const UNSTORED_MAX_BYTES: usize = 256 * 1024;
 /// Most lines stored in one transaction: small enough that a job record
 /// written meanwhile does not wait long for the connection.
 const STORE_BATCH: usize = 512;
@@ -127,24 +130,16 @@ impl LiveLog {
         let _ = self.inner.lock().unwrap().events.send(JobEvent::End);
     }
 
-    /// A receiver of what is published from now on, and the lines published
-    /// before and not stored yet: see the module's comment.
-    fn subscribe(&self) -> (broadcast::Receiver<JobEvent>, Vec<LogLine>) {
-        let inner = self.inner.lock().unwrap();
-        (
-            inner.events.subscribe(),
-            inner.unstored.iter().cloned().collect(),
-        )
+    /// A receiver of what is published from now on: see the module's comment.
+    fn subscribe(&self) -> broadcast::Receiver<JobEvent> {
+        self.inner.lock().unwrap().events.subscribe()
     }
 
-    fn unstored(&self) -> Vec<LogLine> {
-        self.inner
-            .lock()
-            .unwrap()
-            .unstored
-            .iter()
-            .cloned()
-            .collect()
+    /// The lines numbered above `after` that are not stored yet.
+    fn unstored_after(&self, after: u64) -> Vec<LogLine> {
+        let inner = self.inner.lock().unwrap();
+        let from = inner.unstored.partition_point(|line| line.n <= after);
+        inner.unstored.range(from..).cloned().collect()
     }
 
     /// The writer: stores lines from the front of `unstored`, in order, then
@@ -192,10 +187,13 @@ pub struct Follower {
     live: Option<Live>,
     /// Read from the store until it has nothing after `last`.
     replaying: bool,
-    /// Given out after the replay: the lines unstored when it started.
-    snapshot: Vec<LogLine>,
+    /// The last store read found less than a page: the next may be the last.
+    near_end: bool,
     ready: VecDeque<LogLine>,
 }
+
+/// Lines read from the store at a time.
+const PAGE: usize = 1000;
 
 struct Live {
     events: broadcast::Receiver<JobEvent>,
@@ -211,21 +209,17 @@ impl Follower {
         after: u64,
         live: Option<&Arc<LiveLog>>,
     ) -> Follower {
-        let (live, snapshot) = match live {
-            Some(log) => {
-                let (events, snapshot) = log.subscribe();
-                let log = Arc::downgrade(log);
-                (Some(Live { events, log }), snapshot)
-            }
-            None => (None, Vec::new()),
-        };
+        let live = live.map(|log| Live {
+            events: log.subscribe(),
+            log: Arc::downgrade(log),
+        });
         Follower {
             store,
             id,
             last: after,
             live,
             replaying: true,
-            snapshot,
+            near_end: false,
             ready: VecDeque::new(),
         }
     }
@@ -241,17 +235,7 @@ impl Follower {
                 }
             }
             if self.replaying {
-                let lines = self
-                    .store
-                    .read_log(self.id, self.last, 1000)
-                    .await
-                    .unwrap_or_default();
-                if lines.is_empty() {
-                    self.replaying = false;
-                    self.ready.extend(std::mem::take(&mut self.snapshot));
-                } else {
-                    self.ready.extend(lines);
-                }
+                self.replay_page().await;
                 continue;
             }
             let live = self.live.as_mut()?;
@@ -263,16 +247,33 @@ impl Follower {
                     self.live = None;
                     self.replaying = true;
                 }
-                // Fell behind the broadcast buffer: a new copy, then the store.
+                // Fell behind the broadcast buffer: the store again.
                 Err(broadcast::error::RecvError::Lagged(_)) => {
-                    self.snapshot = live
-                        .log
-                        .upgrade()
-                        .map(|log| log.unstored())
-                        .unwrap_or_default();
                     self.replaying = true;
+                    self.near_end = false;
                 }
             }
+        }
+    }
+
+    /// One store read of the replay; the last also takes the lines not
+    /// stored yet, copied just before it (see the module's comment).
+    async fn replay_page(&mut self) {
+        let unstored = match (&self.live, self.near_end) {
+            (Some(live), true) => live.log.upgrade().map(|log| log.unstored_after(self.last)),
+            _ => None,
+        };
+        let lines = self
+            .store
+            .read_log(self.id, self.last, PAGE)
+            .await
+            .unwrap_or_default();
+        if lines.is_empty() && (self.near_end || self.live.is_none()) {
+            self.replaying = false;
+            self.ready.extend(unstored.unwrap_or_default());
+        } else {
+            self.near_end = lines.len() < PAGE;
+            self.ready.extend(lines);
         }
     }
 }

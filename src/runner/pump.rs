@@ -39,9 +39,12 @@ where
     F::Output: Send + 'static,
 {
     let runtime = RUNTIME.get_or_init(|| {
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        // Few threads: every thread that allocates costs memory (allocator
+        // arenas), and the stores serialise on one connection anyway.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().div_ceil(2));
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
+            .max_blocking_threads(2)
             .thread_name("job-output")
             .on_thread_start(move || lower_priority(nice))
             .enable_all()

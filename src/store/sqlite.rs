@@ -55,8 +55,25 @@ ALTER TABLE jobs ADD COLUMN request_id TEXT;
 ];
 
 pub struct SqliteStore {
+    conn: Slot,
+    reader: Slot,
+}
+
+/// A connection and its turn: one call at a time takes a blocking thread
+/// (the others wait as tasks, not as threads parked on the lock).
+#[derive(Clone)]
+struct Slot {
     conn: Arc<Mutex<Connection>>,
-    reader: Arc<Mutex<Connection>>,
+    turn: Arc<tokio::sync::Semaphore>,
+}
+
+impl Slot {
+    fn new(conn: Connection) -> Slot {
+        Slot {
+            conn: Arc::new(Mutex::new(conn)),
+            turn: Arc::new(tokio::sync::Semaphore::new(1)),
+        }
+    }
 }
 
 impl SqliteStore {
@@ -77,8 +94,8 @@ impl SqliteStore {
         let mut conn = open()?;
         migrate(&mut conn)?;
         Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
-            reader: Arc::new(Mutex::new(open()?)),
+            conn: Slot::new(conn),
+            reader: Slot::new(open()?),
         })
     }
 
@@ -100,14 +117,21 @@ impl SqliteStore {
         Self::on(self.reader.clone(), f).await
     }
 
-    async fn on<T, F>(conn: Arc<Mutex<Connection>>, f: F) -> Result<T, StoreError>
+    async fn on<T, F>(slot: Slot, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        let turn = slot
+            .turn
+            .acquire_owned()
+            .await
+            .map_err(|e| StoreError::Other(e.to_string()))?;
         tokio::task::spawn_blocking(move || {
-            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut conn)
+            let mut conn = slot.conn.lock().unwrap_or_else(|p| p.into_inner());
+            let result = f(&mut conn);
+            drop(turn);
+            result
         })
         .await
         .map_err(|e| StoreError::Other(e.to_string()))?

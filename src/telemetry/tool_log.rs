@@ -29,7 +29,7 @@ pub enum ToolFile {
 }
 
 /// Bytes queued for one file past which new batches are dropped.
-const MAX_QUEUED_BYTES: usize = 8 * 1024 * 1024;
+const MAX_QUEUED_BYTES: usize = 4 * 1024 * 1024;
 
 static FILES: OnceLock<Files> = OnceLock::new();
 
