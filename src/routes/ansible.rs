@@ -19,7 +19,7 @@ use crate::startup::AppState;
 use crate::store::JobStatus;
 use crate::tools::ansible::{playbook_job, vault_encrypt_job, vault_secrets};
 use crate::tools::terraform::{self, Command, Outputs};
-use crate::workspace::{Workspace, write_atomic};
+use crate::workspace::{Workspace, off_runtime, write_atomic};
 
 /// `configure` and `run` act on `default`; `startup` nests the same under
 /// `/workspaces/{name}`.
@@ -123,7 +123,7 @@ async fn configure(
     };
     let input = ConfigureInput::parse(&body)?;
 
-    let _hold = state.hold_for_files(&workspace)?;
+    let hold = state.hold_for_files(&workspace)?;
     workspace.ensure().map_err(ApiError::internal)?;
     let out_spec = terraform::job(
         &state.config,
@@ -145,7 +145,7 @@ async fn configure(
     }
     // 400, as the original tool answered: the flow's previous steps are missing.
     let outputs = Outputs::parse(&output.stdout).map_err(ApiError::bad_request)?;
-    let inventory = write_configuration(&state, &workspace, &input, &outputs)?;
+    let inventory = write_configuration(&state, &workspace, &input, &outputs, hold).await?;
     Ok(Json(ConfigureResult {
         message: "Ansible configuration completed successfully".into(),
         job_id: output.job_id,
@@ -212,12 +212,14 @@ impl ConfigureInput {
 
 /// Writes `hosts.ini`, `ssh_config`, `ansible.cfg` and `postgresql.yml` for
 /// the cluster in terraform's outputs; returns the inventory. The caller
-/// holds the workspace.
-pub(crate) fn write_configuration(
+/// holds the workspace and passes `hold`, kept until the files are written
+/// even if the request goes away meanwhile.
+pub(crate) async fn write_configuration(
     state: &AppState,
     workspace: &Workspace,
     input: &ConfigureInput,
     outputs: &Outputs,
+    hold: impl Send + 'static,
 ) -> Result<Inventory, ApiError> {
     let cluster = Cluster::from_outputs(outputs).map_err(ApiError::bad_request)?;
     let dir = workspace.ansible_dir();
@@ -251,14 +253,20 @@ pub(crate) fn write_configuration(
             .map_err(ApiError::internal)?;
         files.push((dir.join(file), text));
     }
-    for sub in ["tmp", "home"] {
-        std::fs::create_dir_all(dir.join(sub)).map_err(ApiError::internal)?;
-    }
-    for (path, text) in files {
-        write_atomic(&path, text.as_bytes()).map_err(ApiError::internal)?;
-    }
-    // The hosts may be new machines on old addresses: learn their keys again.
-    let _ = std::fs::remove_file(dir.join("known_hosts"));
+    off_runtime(move || {
+        let _hold = hold;
+        for sub in ["tmp", "home"] {
+            std::fs::create_dir_all(dir.join(sub))?;
+        }
+        for (path, text) in files {
+            write_atomic(&path, text.as_bytes())?;
+        }
+        // The hosts may be new machines on old addresses: learn their keys again.
+        let _ = std::fs::remove_file(dir.join("known_hosts"));
+        Ok(())
+    })
+    .await
+    .map_err(ApiError::internal)?;
     Ok(Inventory {
         bastion: cluster.bastion.as_str().to_string(),
         primary: cluster.primary.as_str().to_string(),

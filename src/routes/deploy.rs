@@ -708,7 +708,9 @@ impl Deploy {
                 let tfvars = Tfvars::check(&self.state, &self.workspace, &self.input.variables)
                     .map_err(StepFailure::of_request)?;
                 tfvars
-                    .write(&self.state, &self.workspace)
+                    // The deploy holds the workspace throughout.
+                    .write(&self.state, &self.workspace, ())
+                    .await
                     .map_err(StepFailure::of_request)
             }
             Step::Init | Step::Plan | Step::Apply => {
@@ -738,7 +740,9 @@ impl Deploy {
                     &self.workspace,
                     &self.input.configure,
                     &outputs,
+                    (),
                 )
+                .await
                 .map_err(StepFailure::of_request)?;
                 self.pipeline
                     .log(&format!("inventory: {}", json!(inventory)))

@@ -14,7 +14,7 @@ use crate::error::{ApiError, ErrorBody, OptionalJson};
 use crate::runner::{JobHandle, JobSpec, RunOutput};
 use crate::startup::AppState;
 use crate::tools::terraform::{self, Command, Outputs};
-use crate::workspace::{Workspace, write_atomic};
+use crate::workspace::{Workspace, off_runtime, write_atomic};
 
 /// The routes act on `default`; `startup` nests the same under
 /// `/workspaces/{name}`.
@@ -83,8 +83,8 @@ async fn generate(
         ));
     };
     let tfvars = Tfvars::check(&state, &workspace, &given)?;
-    let _hold = state.hold_for_files(&workspace)?;
-    tfvars.write(&state, &workspace)?;
+    let hold = state.hold_for_files(&workspace)?;
+    tfvars.write(&state, &workspace, hold).await?;
     Ok(axum::Json(GenerateResult {
         message: "terraform.tfvars file generated successfully".into(),
         used_variables: given,
@@ -165,13 +165,26 @@ impl Tfvars {
     }
 
     /// Mirrors the stack into the workspace and writes the file. The caller
-    /// holds the workspace. A plan made from other variables is refused by
-    /// apply from now on: it records the digest of the tfvars it was made from.
-    pub(crate) fn write(&self, state: &AppState, workspace: &Workspace) -> Result<(), ApiError> {
-        workspace
-            .sync_stack(&state.stack_dir(workspace))
-            .map_err(ApiError::internal)?;
-        write_atomic(&workspace.tfvars(), self.rendered.as_bytes()).map_err(ApiError::internal)
+    /// holds the workspace and passes `hold`, kept until the file is written
+    /// even if the request goes away meanwhile. A plan made from other
+    /// variables is refused by apply from now on: it records the digest of
+    /// the tfvars it was made from.
+    pub(crate) async fn write(
+        &self,
+        state: &AppState,
+        workspace: &Workspace,
+        hold: impl Send + 'static,
+    ) -> Result<(), ApiError> {
+        let stack = state.stack_dir(workspace);
+        let workspace = workspace.clone();
+        let rendered = self.rendered.clone();
+        off_runtime(move || {
+            let _hold = hold;
+            workspace.sync_stack(&stack)?;
+            write_atomic(&workspace.tfvars(), rendered.as_bytes())
+        })
+        .await
+        .map_err(ApiError::internal)
     }
 }
 

@@ -263,6 +263,19 @@ fn replace(path: &Path, content: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Runs file work that may wait on the disk (an fsync'd write waits for the
+/// journal, behind whatever else the machine writes) on the blocking pool, so
+/// a request worker is never held by it.
+pub async fn off_runtime<T, F>(work: F) -> io::Result<T>
+where
+    F: FnOnce() -> io::Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(io::Error::other)?
+}
+
 /// Writes a file so readers see the old content or the new, never a mix:
 /// a temporary file in the same directory, synced, then renamed over.
 pub fn write_atomic(path: &Path, content: &[u8]) -> io::Result<()> {
