@@ -666,7 +666,7 @@ async fn load(bench: &Bench) -> Result<Value> {
 }
 
 /// Rounds of (idle window, loaded window) per endpoint.
-const LOAD_ROUNDS: usize = 3;
+const LOAD_ROUNDS: usize = 5;
 /// Seconds of each idle or loaded wrk window.
 const LOAD_WINDOW_SECONDS: u64 = 2;
 
@@ -765,6 +765,19 @@ async fn load_with(bench: &Bench, server: &Server) -> Result<Value> {
             })
         };
         let ratio = |key: &str| round(figure(&loaded, key) / figure(&idle, key), 2);
+        // Each loaded window against the idle one just before it: how much
+        // the ratio moves between rounds on this machine.
+        let round_ratios: Vec<f64> = idle
+            .iter()
+            .zip(&loaded)
+            .map(|(i, l)| {
+                round(
+                    l["p99_us"].as_f64().unwrap_or(f64::NAN)
+                        / i["p99_us"].as_f64().unwrap_or(f64::NAN),
+                    2,
+                )
+            })
+            .collect();
         results.insert(
             endpoint.name.into(),
             json!({
@@ -772,6 +785,7 @@ async fn load_with(bench: &Bench, server: &Server) -> Result<Value> {
                 "rounds": LOAD_ROUNDS,
                 "window_seconds": LOAD_WINDOW_SECONDS,
                 "p99_ratio": ratio("p99_us"),
+                "p99_ratio_by_round": round_ratios,
                 "p50_ratio": ratio("p50_us"),
                 "rps_ratio": ratio("rps"),
                 "idle": summary(&idle),
@@ -1168,7 +1182,19 @@ fn report(raw: &Value) -> String {
                     f(&r["idle"]["p50_us"]) / 1000.0,
                     f(&r["idle"]["rps"])
                 ),
-                format!("{:.2}", f(&r["p99_ratio"])),
+                {
+                    let rounds: Vec<f64> = r["p99_ratio_by_round"]
+                        .as_array()
+                        .map(|a| a.iter().filter_map(Value::as_f64).collect())
+                        .unwrap_or_default();
+                    let low = rounds.iter().copied().fold(f64::INFINITY, f64::min);
+                    let high = rounds.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    if rounds.is_empty() {
+                        format!("{:.2}", f(&r["p99_ratio"]))
+                    } else {
+                        format!("{:.2} (rounds {low:.2}-{high:.2})", f(&r["p99_ratio"]))
+                    }
+                },
                 "p99 ratio <= 2",
                 Some(f(&r["p99_ratio"]) <= 2.0),
             );
