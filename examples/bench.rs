@@ -950,7 +950,7 @@ async fn latency_with(server: &Server) -> Result<Value> {
         "pipe_received": direct.len(),
         "pipe_p50_ms": round(percentile(&direct, 50.0), 3),
         "pipe_p99_ms": round(percentile(&direct, 99.0), 3),
-        "p99_ratio": round(percentile(via, 99.0) / percentile(&direct, 99.0), 1),
+        "p99_ratio": round(percentile(via, 99.0) / percentile(&direct, 99.0), 2),
     }))
 }
 
@@ -1232,7 +1232,7 @@ fn report(raw: &Value) -> String {
             f(&l["pipe_p99_ms"]),
             f(&l["pipe_p50_ms"])
         ),
-        format!("{:.0}", f(&l["p99_ratio"])),
+        format!("{:.2}", f(&l["p99_ratio"])),
         "p99 <= 20 ms",
         Some(f(&l["sse_p99_ms"]) <= 20.0),
     );
@@ -1249,7 +1249,7 @@ fn report(raw: &Value) -> String {
             f(&lm["pipe_p99_ms"]),
             f(&lm["pipe_p50_ms"])
         ),
-        format!("{:.0}", f(&lm["p99_ratio"])),
+        format!("{:.2}", f(&lm["p99_ratio"])),
         "p99 <= 20 ms",
         Some(f(&lm["sse_p99_ms"]) <= 20.0),
     );
