@@ -8,6 +8,8 @@
 //!
 //! `BENCH_SERVER`, when set, is the server binary to run instead of this
 //! tree's release build (to compare two builds under the same conditions).
+//! `BENCH_WRK_PAUSE_MS` makes each wrk connection pause that long after an
+//! answer (a paced load; 0 by default, as fast as the server answers).
 //!
 //! Arguments name the sections to run (`overhead load memory latency startup
 //! scaling`); with some named, only those run and their raw figures are
@@ -595,6 +597,15 @@ const GENERATE_BODY: &str = r#"{"bastion_key_pair": "bench-bastion", "db_key_pai
 /// How long each background job would print, at most (it is cancelled sooner).
 const LOAD_JOB_SECONDS: u64 = 30;
 
+/// `BENCH_WRK_PAUSE_MS`: each wrk connection pauses this long after an
+/// answer (0, the default: as fast as the server answers).
+fn wrk_pause_ms() -> u64 {
+    std::env::var("BENCH_WRK_PAUSE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 async fn wrk(bench: &Bench, server: &Server, endpoint: &Endpoint, seconds: u64) -> Result<Value> {
     let script = bench.repo.join("bench/wrk/report.lua");
     let out = tokio::process::Command::new("wrk")
@@ -604,6 +615,7 @@ async fn wrk(bench: &Bench, server: &Server, endpoint: &Endpoint, seconds: u64) 
         .arg(&script)
         .arg(format!("{}{}", server.base, endpoint.path))
         .env("WRK_BODY", endpoint.body.unwrap_or(""))
+        .env("WRK_DELAY_MS", wrk_pause_ms().to_string())
         .stdin(Stdio::null())
         .output()
         .await?;
@@ -782,6 +794,7 @@ async fn load_with(bench: &Bench, server: &Server) -> Result<Value> {
             endpoint.name.into(),
             json!({
                 "connections": endpoint.connections,
+                "pause_ms": wrk_pause_ms(),
                 "rounds": LOAD_ROUNDS,
                 "window_seconds": LOAD_WINDOW_SECONDS,
                 "p99_ratio": ratio("p99_us"),

@@ -16,3 +16,13 @@ function done(summary, latency, requests)
     latency:percentile(50), latency:percentile(90), latency:percentile(99),
     latency.max, latency.mean))
 end
+
+-- $WRK_DELAY_MS (scripts/bench.sh passes BENCH_WRK_PAUSE_MS): each connection
+-- pauses this long after an answer before its next request, a paced load
+-- instead of one as fast as the server answers.
+local pause = tonumber(os.getenv("WRK_DELAY_MS") or "")
+if pause and pause > 0 then
+  function delay()
+    return pause
+  end
+end
