@@ -19,7 +19,7 @@ use crate::startup::AppState;
 use crate::store::JobStatus;
 use crate::tools::ansible::{playbook_job, vault_encrypt_job, vault_secrets};
 use crate::tools::terraform::{self, Command, Outputs};
-use crate::workspace::{Workspace, off_runtime, write_atomic};
+use crate::workspace::{LockGuard, Workspace, off_runtime, write_atomic};
 
 /// `configure` and `run` act on `default`; `startup` nests the same under
 /// `/workspaces/{name}`.
@@ -145,7 +145,7 @@ async fn configure(
     }
     // 400, as the original tool answered: the flow's previous steps are missing.
     let outputs = Outputs::parse(&output.stdout).map_err(ApiError::bad_request)?;
-    let inventory = write_configuration(&state, &workspace, &input, &outputs, hold).await?;
+    let inventory = write_configuration(&state, &workspace, &input, &outputs, Some(hold)).await?;
     Ok(Json(ConfigureResult {
         message: "Ansible configuration completed successfully".into(),
         job_id: output.job_id,
@@ -212,14 +212,14 @@ impl ConfigureInput {
 
 /// Writes `hosts.ini`, `ssh_config`, `ansible.cfg` and `postgresql.yml` for
 /// the cluster in terraform's outputs; returns the inventory. The caller
-/// holds the workspace and passes `hold`, kept until the files are written
-/// even if the request goes away meanwhile.
+/// holds the workspace; `hold`, its guard when the caller may be dropped (a
+/// request whose client goes away), is kept until the files are written.
 pub(crate) async fn write_configuration(
     state: &AppState,
     workspace: &Workspace,
     input: &ConfigureInput,
     outputs: &Outputs,
-    hold: impl Send + 'static,
+    hold: Option<LockGuard>,
 ) -> Result<Inventory, ApiError> {
     let cluster = Cluster::from_outputs(outputs).map_err(ApiError::bad_request)?;
     let dir = workspace.ansible_dir();

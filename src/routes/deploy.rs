@@ -709,7 +709,7 @@ impl Deploy {
                     .map_err(StepFailure::of_request)?;
                 tfvars
                     // The deploy holds the workspace throughout.
-                    .write(&self.state, &self.workspace, ())
+                    .write(&self.state, &self.workspace, None)
                     .await
                     .map_err(StepFailure::of_request)
             }
@@ -740,7 +740,7 @@ impl Deploy {
                     &self.workspace,
                     &self.input.configure,
                     &outputs,
-                    (),
+                    None,
                 )
                 .await
                 .map_err(StepFailure::of_request)?;

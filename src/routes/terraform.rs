@@ -14,7 +14,7 @@ use crate::error::{ApiError, ErrorBody, OptionalJson};
 use crate::runner::{JobHandle, JobSpec, RunOutput};
 use crate::startup::AppState;
 use crate::tools::terraform::{self, Command, Outputs};
-use crate::workspace::{Workspace, off_runtime, write_atomic};
+use crate::workspace::{LockGuard, Workspace, off_runtime, write_atomic};
 
 /// The routes act on `default`; `startup` nests the same under
 /// `/workspaces/{name}`.
@@ -84,7 +84,7 @@ async fn generate(
     };
     let tfvars = Tfvars::check(&state, &workspace, &given)?;
     let hold = state.hold_for_files(&workspace)?;
-    tfvars.write(&state, &workspace, hold).await?;
+    tfvars.write(&state, &workspace, Some(hold)).await?;
     Ok(axum::Json(GenerateResult {
         message: "terraform.tfvars file generated successfully".into(),
         used_variables: given,
@@ -165,15 +165,15 @@ impl Tfvars {
     }
 
     /// Mirrors the stack into the workspace and writes the file. The caller
-    /// holds the workspace and passes `hold`, kept until the file is written
-    /// even if the request goes away meanwhile. A plan made from other
+    /// holds the workspace; `hold`, its guard when the caller may be dropped
+    /// (a request whose client goes away), is kept until the file is written. A plan made from other
     /// variables is refused by apply from now on: it records the digest of
     /// the tfvars it was made from.
     pub(crate) async fn write(
         &self,
         state: &AppState,
         workspace: &Workspace,
-        hold: impl Send + 'static,
+        hold: Option<LockGuard>,
     ) -> Result<(), ApiError> {
         let stack = state.stack_dir(workspace);
         let workspace = workspace.clone();
@@ -580,7 +580,7 @@ fn hold(
     state: &AppState,
     workspace: &Workspace,
     held: bool,
-) -> Result<Option<crate::workspace::LockGuard>, ApiError> {
+) -> Result<Option<LockGuard>, ApiError> {
     if held {
         Ok(None)
     } else {
