@@ -608,6 +608,7 @@ fn wrk_pause_ms() -> u64 {
 
 async fn wrk(bench: &Bench, server: &Server, endpoint: &Endpoint, seconds: u64) -> Result<Value> {
     let script = bench.repo.join("bench/wrk/report.lua");
+    let cpu_before = CpuSnapshot::take(server.pid());
     let out = tokio::process::Command::new("wrk")
         .args(["-t1", &format!("-c{}", endpoint.connections)])
         .arg(format!("-d{seconds}s"))
@@ -634,7 +635,107 @@ async fn wrk(bench: &Bench, server: &Server, endpoint: &Endpoint, seconds: u64) 
     let requests = figures["requests"].as_f64().unwrap_or(0.0);
     let seconds = figures["duration_us"].as_f64().unwrap_or(1.0) / 1e6;
     figures["rps"] = json!(round(requests / seconds, 1));
+    figures["cpu"] = CpuSnapshot::take(server.pid()).since(&cpu_before, requests);
     Ok(figures)
+}
+
+/// What the CPUs did over a time: the machine's busy and idle time on all
+/// cores (`/proc/stat`) and, for each of the server's threads, the CPU time it
+/// ran and the time it was runnable but waited for a core
+/// (`/proc/<pid>/task/<tid>/schedstat`).
+struct CpuSnapshot {
+    at: Instant,
+    /// (busy, all) clock ticks since boot, all cores.
+    machine: (u64, u64),
+    /// Thread id -> (group, ran ns, waited ns).
+    threads: std::collections::HashMap<u32, (&'static str, u64, u64)>,
+}
+
+/// The server's threads by what they do, from their names.
+fn thread_group(name: &str) -> &'static str {
+    if name.starts_with("job-output") {
+        "job_output"
+    } else if name.starts_with("log ") {
+        "tool_logs"
+    } else if name.starts_with("tokio") {
+        // The main runtime: requests, and its blocking pool (SQLite reads,
+        // file writes).
+        "requests"
+    } else {
+        "other"
+    }
+}
+
+impl CpuSnapshot {
+    fn take(pid: u32) -> CpuSnapshot {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let ticks: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal ...
+        let all: u64 = ticks.iter().take(8).sum();
+        let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+        let mut threads = std::collections::HashMap::new();
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task"));
+        for task in tasks.into_iter().flatten().flatten() {
+            let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+                continue;
+            };
+            let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            let sched = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+            let mut fields = sched
+                .split_whitespace()
+                .filter_map(|v| v.parse::<u64>().ok());
+            if let (Some(ran), Some(waited)) = (fields.next(), fields.next()) {
+                threads.insert(tid, (thread_group(name.trim()), ran, waited));
+            }
+        }
+        CpuSnapshot {
+            at: Instant::now(),
+            machine: (all - idle, all),
+            threads,
+        }
+    }
+
+    /// The difference from `before`, with the request threads' wait for a
+    /// core per request answered.
+    fn since(&self, before: &CpuSnapshot, requests: f64) -> Value {
+        let busy = self.machine.0.saturating_sub(before.machine.0) as f64;
+        let all = self.machine.1.saturating_sub(before.machine.1) as f64;
+        let mut groups: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
+        for (tid, (group, ran, waited)) in &self.threads {
+            // A thread started during the window counts from zero.
+            let (r0, w0) = before.threads.get(tid).map_or((0, 0), |t| (t.1, t.2));
+            let entry = groups.entry(group).or_default();
+            entry.0 += ran.saturating_sub(r0);
+            entry.1 += waited.saturating_sub(w0);
+        }
+        let request_wait_ns = groups.get("requests").map_or(0, |g| g.1) as f64;
+        let ran = |group: &str| groups.get(group).map_or(0, |g| g.0) as f64;
+        let window_ns = (self.at - before.at).as_nanos().max(1) as f64;
+        json!({
+            // Cores' worth of CPU the jobs' output took (reading, storing,
+            // tool logs).
+            "output_cores": round((ran("job_output") + ran("tool_logs")) / window_ns, 2),
+            "request_cores": round(ran("requests") / window_ns, 2),
+            "machine_busy": round(busy / all.max(1.0), 3),
+            "server_ms": groups
+                .iter()
+                .map(|(group, (ran, waited))| {
+                    (group.to_string(), json!({
+                        "ran": round(*ran as f64 / 1e6, 1),
+                        "waited": round(*waited as f64 / 1e6, 1),
+                    }))
+                })
+                .collect::<serde_json::Map<_, _>>(),
+            "request_wait_us_per_request": round(request_wait_ns / 1e3 / requests.max(1.0), 1),
+        })
+    }
 }
 
 /// How many lines a job has stored: the largest `after` with a line beyond it.
@@ -768,11 +869,23 @@ async fn load_with(bench: &Bench, server: &Server) -> Result<Value> {
                     .collect::<Vec<_>>(),
             )
         };
+        let cpu = |windows: &[Value], key: &str| {
+            median(
+                &windows
+                    .iter()
+                    .map(|w| w["cpu"][key].as_f64().unwrap_or(f64::NAN))
+                    .collect::<Vec<_>>(),
+            )
+        };
         let summary = |windows: &[Value]| {
             json!({
                 "p50_us": figure(windows, "p50_us"),
                 "p99_us": figure(windows, "p99_us"),
                 "rps": round(figure(windows, "rps"), 1),
+                "machine_busy": cpu(windows, "machine_busy"),
+                "request_cores": cpu(windows, "request_cores"),
+                "output_cores": cpu(windows, "output_cores"),
+                "request_wait_us_per_request": cpu(windows, "request_wait_us_per_request"),
                 "windows": windows,
             })
         };
@@ -1322,6 +1435,27 @@ fn report(raw: &Value) -> String {
     out += "| figure | value | baseline | ratio | target | met? |\n| --- | --- | --- | --- | --- | --- |\n";
     for r in rows {
         out += &format!("| {} |\n", r.join(" | "));
+    }
+    if let Some(load) = raw["load"].as_object() {
+        out += "\nWhere the CPU went in figure 2 (medians of the windows; `/proc/stat` for the machine, \
+                `/proc/<pid>/task/*/schedstat` for the server's threads): the share of both cores busy, \
+                the cores' worth of CPU the server's request runtime ran and the jobs' output took \
+                (reading, storing, tool logs), and how long the request runtime's threads waited \
+                for a core, per request answered.\n\n";
+        out += "| endpoint | machine busy, idle / loaded | request runtime, cores | job output, cores (loaded) | request threads' wait for a core per request, idle / loaded |\n| --- | --- | --- | --- | --- |\n";
+        for (name, r) in load {
+            let (i, l) = (&r["idle"], &r["loaded"]);
+            out += &format!(
+                "| {name} | {:.0}% / {:.0}% | {:.2} / {:.2} | {:.2} | {:.0} / {:.0} µs |\n",
+                f(&i["machine_busy"]) * 100.0,
+                f(&l["machine_busy"]) * 100.0,
+                f(&i["request_cores"]),
+                f(&l["request_cores"]),
+                f(&l["output_cores"]),
+                f(&i["request_wait_us_per_request"]),
+                f(&l["request_wait_us_per_request"]),
+            );
+        }
     }
     for (key, v) in raw.as_object().into_iter().flatten() {
         if let Some(e) = v.get("error") {
