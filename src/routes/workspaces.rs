@@ -14,7 +14,7 @@ use super::{DEFAULT_WORKSPACE, WorkspaceParam};
 use crate::domain::{StackVariables, WorkspaceName};
 use crate::error::{ApiError, ApiJson, ErrorBody};
 use crate::startup::AppState;
-use crate::workspace::{Holder, Workspace};
+use crate::workspace::{Holder, Workspace, off_runtime};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -155,18 +155,23 @@ async fn create_workspace(
         ));
     }
     let workspace = state.workspace(name.as_str());
-    {
-        // Held like a delete holds it: two requests creating the same name
-        // (or one deleting it) take turns, and only one of them creates it.
-        let _hold = state.hold_for_files(&workspace)?;
-        if workspace.exists() {
-            return Err(ApiError::Conflict(format!(
-                "workspace '{}' already exists",
-                name.as_str()
-            )));
-        }
-        workspace.create(&stack).map_err(ApiError::internal)?;
+    // Held like a delete holds it: two requests creating the same name (or
+    // one deleting it) take turns, and only one of them creates it. The hold
+    // goes with the write, kept until it is done even if the client leaves.
+    let hold = state.hold_for_files(&workspace)?;
+    if workspace.exists() {
+        return Err(ApiError::Conflict(format!(
+            "workspace '{}' already exists",
+            name.as_str()
+        )));
     }
+    let creating = workspace.clone();
+    off_runtime(move || {
+        let _hold = hold;
+        creating.create(&stack)
+    })
+    .await
+    .map_err(ApiError::internal)?;
     Ok((StatusCode::CREATED, Json(describe(&state, &workspace))))
 }
 
@@ -235,7 +240,7 @@ async fn delete_workspace(
             "the default workspace cannot be deleted",
         ));
     }
-    let _hold = state.hold_for_files(&workspace)?;
+    let hold = state.hold_for_files(&workspace)?;
     let resources = workspace.resource_count();
     if resources > 0 {
         return Err(ApiError::Conflict(format!(
@@ -244,7 +249,15 @@ async fn delete_workspace(
             workspace.name()
         )));
     }
-    workspace.remove().map_err(ApiError::internal)?;
+    // A whole tree (providers, state, plans): on the blocking pool, held
+    // until it is gone even if the client leaves.
+    let removing = workspace.clone();
+    off_runtime(move || {
+        let _hold = hold;
+        removing.remove()
+    })
+    .await
+    .map_err(ApiError::internal)?;
     Ok(Json(Deleted {
         message: format!("workspace '{}' deleted", workspace.name()),
     }))
