@@ -4,6 +4,7 @@
 //! `MemoryStore` only for the life of the process. A PostgreSQL store would
 //! implement the same trait.
 
+mod log_chunks;
 mod memory;
 mod sqlite;
 

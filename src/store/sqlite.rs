@@ -13,13 +13,15 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::Value;
 use time::OffsetDateTime;
 
+use super::log_chunks;
 use super::{
     Completion, INTERRUPTED, Job, JobFilter, JobId, JobKind, JobPage, JobStatus, JobStore, LogLine,
     StoreError, Stream, duration_ms,
 };
 
-/// Each entry upgrades the schema by one version.
-const MIGRATIONS: [&str; 2] = [
+/// Each entry upgrades the schema by one version (and `after_migration`
+/// moves data where SQL alone cannot).
+const MIGRATIONS: [&str; 3] = [
     r#"
 CREATE TABLE jobs (
     seq          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -51,6 +53,17 @@ CREATE TABLE job_logs (
 "#,
     r#"
 ALTER TABLE jobs ADD COLUMN request_id TEXT;
+"#,
+    // Log lines packed in chunks (`log_chunks`), the rows of `job_logs`
+    // moved into them, then dropped.
+    r#"
+CREATE TABLE job_log_chunks (
+    job_id  TEXT NOT NULL,
+    first_n INTEGER NOT NULL,
+    last_n  INTEGER NOT NULL,
+    lines   BLOB NOT NULL,
+    PRIMARY KEY (job_id, last_n)
+);
 "#,
 ];
 
@@ -150,8 +163,55 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     for (index, migration) in MIGRATIONS.iter().enumerate().skip(version) {
         let tx = conn.transaction()?;
         tx.execute_batch(migration)?;
+        after_migration(index + 1, &tx)?;
         tx.pragma_update(None, "user_version", index as i64 + 1)?;
         tx.commit()?;
+    }
+    Ok(())
+}
+
+/// The data moves of the migration to `version`, in its transaction.
+fn after_migration(version: usize, tx: &rusqlite::Transaction) -> Result<(), StoreError> {
+    if version != 3 {
+        return Ok(());
+    }
+    // One row per line becomes a chunk per run of lines, a job at a time.
+    let mut read = tx.prepare("SELECT job_id, n, stream, text FROM job_logs ORDER BY job_id, n")?;
+    let mut rows = read.query([])?;
+    let mut job = String::new();
+    let mut lines: Vec<LogLine> = Vec::new();
+    while let Some(row) = rows.next()? {
+        let id: String = row.get(0)?;
+        if id != job || lines.len() >= log_chunks::MAX_LINES {
+            insert_chunks(tx, &job, &lines)?;
+            lines.clear();
+            job = id;
+        }
+        lines.push(LogLine {
+            n: row.get::<_, i64>(1)? as u64,
+            stream: Stream::parse(&row.get::<_, String>(2)?),
+            text: row.get(3)?,
+        });
+    }
+    insert_chunks(tx, &job, &lines)?;
+    drop(rows);
+    drop(read);
+    tx.execute_batch("DROP TABLE job_logs")?;
+    Ok(())
+}
+
+/// Stores `lines` (in order, none stored yet) as chunks.
+fn insert_chunks(conn: &Connection, job_id: &str, lines: &[LogLine]) -> Result<(), StoreError> {
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO job_log_chunks (job_id, first_n, last_n, lines) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for chunk in log_chunks::pack(lines) {
+        insert.execute(params![
+            job_id,
+            chunk.first_n as i64,
+            chunk.last_n as i64,
+            chunk.bytes
+        ])?;
     }
     Ok(())
 }
@@ -163,27 +223,6 @@ fn ts(t: OffsetDateTime) -> i64 {
 fn from_ts(ms: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
-}
-
-/// Log lines inserted by one statement (`insert_log_rows_sql`).
-const LOG_ROWS: usize = 64;
-
-/// `INSERT ... VALUES (?1, ?2, ?3, ?4), (?1, ?5, ?6, ?7), ...`: `LOG_ROWS`
-/// lines of one job.
-fn insert_log_rows_sql() -> &'static str {
-    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SQL.get_or_init(|| {
-        let rows: Vec<String> = (0..LOG_ROWS)
-            .map(|i| {
-                let at = 2 + 3 * i;
-                format!("(?1, ?{at}, ?{}, ?{})", at + 1, at + 2)
-            })
-            .collect();
-        format!(
-            "INSERT OR IGNORE INTO job_logs (job_id, n, stream, text) VALUES {}",
-            rows.join(", ")
-        )
-    })
 }
 
 const JOB_COLUMNS: &str = "seq, id, kind, workspace, request, started_by, status, exit_code, \
@@ -361,32 +400,15 @@ impl JobStore for SqliteStore {
     async fn append_log(&self, id: JobId, lines: Vec<LogLine>) -> Result<(), StoreError> {
         self.with(move |conn| {
             let tx = conn.transaction()?;
-            {
-                let id = id.to_string();
-                // Most lines go LOG_ROWS to a statement, which binds the job id
-                // once: per row, a statement's bookkeeping costs more than
-                // the insert itself.
-                let mut chunks = lines.chunks_exact(LOG_ROWS);
-                if lines.len() >= LOG_ROWS {
-                    let mut stmt = tx.prepare_cached(insert_log_rows_sql())?;
-                    for chunk in &mut chunks {
-                        stmt.raw_bind_parameter(1, &id)?;
-                        for (i, line) in chunk.iter().enumerate() {
-                            let at = 2 + 3 * i;
-                            stmt.raw_bind_parameter(at, line.n as i64)?;
-                            stmt.raw_bind_parameter(at + 1, line.stream.as_str())?;
-                            stmt.raw_bind_parameter(at + 2, &line.text)?;
-                        }
-                        stmt.raw_execute()?;
-                    }
-                }
-                let mut stmt = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO job_logs (job_id, n, stream, text) VALUES (?1, ?2, ?3, ?4)",
-                )?;
-                for line in chunks.remainder() {
-                    stmt.execute(params![id, line.n as i64, line.stream.as_str(), line.text])?;
-                }
-            }
+            let id = id.to_string();
+            // A line stored already (a retried batch) is not stored again.
+            let stored: i64 = tx
+                .prepare_cached(
+                    "SELECT COALESCE(MAX(last_n), 0) FROM job_log_chunks WHERE job_id = ?1",
+                )?
+                .query_row([&id], |r| r.get(0))?;
+            let fresh = lines.partition_point(|line| line.n <= stored as u64);
+            insert_chunks(&tx, &id, &lines[fresh..])?;
             tx.commit()?;
             Ok(())
         })
@@ -401,18 +423,18 @@ impl JobStore for SqliteStore {
     ) -> Result<Vec<LogLine>, StoreError> {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT n, stream, text FROM job_logs WHERE job_id = ?1 AND n > ?2
-                 ORDER BY n LIMIT ?3",
+                "SELECT first_n, lines FROM job_log_chunks WHERE job_id = ?1 AND last_n > ?2
+                 ORDER BY last_n",
             )?;
-            let rows =
-                stmt.query_map(params![id.to_string(), after as i64, limit as i64], |r| {
-                    Ok(LogLine {
-                        n: r.get::<_, i64>(0)? as u64,
-                        stream: Stream::parse(&r.get::<_, String>(1)?),
-                        text: r.get(2)?,
-                    })
-                })?;
-            Ok(rows.collect::<Result<_, _>>()?)
+            let mut rows = stmt.query(params![id.to_string(), after as i64])?;
+            let mut lines = Vec::new();
+            while lines.len() < limit {
+                let Some(row) = rows.next()? else { break };
+                let first_n = row.get::<_, i64>(0)? as u64;
+                let bytes = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
+                log_chunks::unpack_into(first_n, bytes, after, limit, &mut lines)?;
+            }
+            Ok(lines)
         })
         .await
     }
@@ -523,20 +545,100 @@ mod tests {
             },
             text: format!("line {n}"),
         };
-        // Whole statements of LOG_ROWS lines and a remainder, twice.
+        // Whole chunks and a part of one, twice.
+        let chunk = log_chunks::MAX_LINES as u64;
         store
-            .append_log(id, (1..=LOG_ROWS as u64 * 2 + 5).map(line).collect())
+            .append_log(id, (1..=chunk * 2 + 5).map(line).collect())
             .await
             .unwrap();
-        let next = LOG_ROWS as u64 * 2 + 6;
+        let next = chunk * 2 + 6;
         store
             .append_log(id, (next..next + 70).map(line).collect())
             .await
             .unwrap();
-        // A line stored again (a retried batch) is not duplicated.
+        // Lines stored again (a retried batch) are not duplicated; the new
+        // ones of the batch are stored.
+        let end = next + 70;
+        store
+            .append_log(id, (end - 3..end + 2).map(line).collect())
+            .await
+            .unwrap();
         store.append_log(id, vec![line(3)]).await.unwrap();
         let stored = store.read_log(id, 0, 10_000).await.unwrap();
-        assert_eq!(stored, (1..next + 70).map(line).collect::<Vec<_>>());
+        assert_eq!(stored, (1..end + 2).map(line).collect::<Vec<_>>());
+        // Pages that start and end inside chunks, as `after`/`limit` give them.
+        let mut paged = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = store.read_log(id, after, 100).await.unwrap();
+            let Some(last) = page.last() else { break };
+            after = last.n;
+            paged.extend(page);
+        }
+        assert_eq!(paged, stored);
+        assert_eq!(
+            store.read_log(id, chunk - 1, 2).await.unwrap(),
+            stored[chunk as usize - 1..chunk as usize + 1]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_database_with_a_row_per_line_is_moved_to_chunks_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.db");
+        let (a, b) = (JobId::new(), JobId::new());
+        {
+            // The schema as it was at version 2, with lines of two jobs.
+            let mut conn = Connection::open(&path).unwrap();
+            for (index, migration) in MIGRATIONS[..2].iter().enumerate() {
+                let tx = conn.transaction().unwrap();
+                tx.execute_batch(migration).unwrap();
+                tx.pragma_update(None, "user_version", index as i64 + 1)
+                    .unwrap();
+                tx.commit().unwrap();
+            }
+            for (id, count) in [(a, 1300), (b, 3)] {
+                for n in 1..=count {
+                    conn.execute(
+                        "INSERT INTO job_logs (job_id, n, stream, text) VALUES (?1, ?2, ?3, ?4)",
+                        params![
+                            id.to_string(),
+                            n,
+                            if n % 2 == 0 { "stderr" } else { "stdout" },
+                            format!("{id} {n}")
+                        ],
+                    )
+                    .unwrap();
+                }
+            }
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        for (id, count) in [(a, 1300u64), (b, 3)] {
+            let lines = store.read_log(id, 0, 10_000).await.unwrap();
+            let expected: Vec<LogLine> = (1..=count)
+                .map(|n| LogLine {
+                    n,
+                    stream: if n % 2 == 0 {
+                        Stream::Stderr
+                    } else {
+                        Stream::Stdout
+                    },
+                    text: format!("{id} {n}"),
+                })
+                .collect();
+            assert_eq!(lines, expected);
+        }
+        let old_table: i64 = store
+            .read(|conn| {
+                Ok(conn.query_row(
+                    "SELECT COUNT(*) FROM sqlite_master WHERE name = 'job_logs'",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(old_table, 0);
     }
 
     #[tokio::test]
