@@ -8,8 +8,9 @@
 //!
 //! `BENCH_SERVER`, when set, is the server binary to run instead of this
 //! tree's release build (to compare two builds under the same conditions).
-//! `BENCH_WRK_PAUSE_MS` makes each wrk connection pause that long after an
-//! answer (a paced load; 0 by default, as fast as the server answers).
+//! `BENCH_WRK_PAUSE_MS` is the pause of each wrk connection after an answer
+//! in the paced pass of the load figure (default 1 ms; the other pass does not
+//! pause).
 //!
 //! Arguments name the sections to run (`overhead load memory latency startup
 //! scaling`); with some named, only those run and their raw figures are
@@ -597,16 +598,24 @@ const GENERATE_BODY: &str = r#"{"bastion_key_pair": "bench-bastion", "db_key_pai
 /// How long each background job would print, at most (it is cancelled sooner).
 const LOAD_JOB_SECONDS: u64 = 30;
 
-/// `BENCH_WRK_PAUSE_MS`: each wrk connection pauses this long after an
-/// answer (0, the default: as fast as the server answers).
-fn wrk_pause_ms() -> u64 {
+/// Each wrk connection's pause after an answer in the paced pass, in ms
+/// (`BENCH_WRK_PAUSE_MS`, default 1): a load the server can answer without
+/// a queue, where the saturating pass (no pause) measures how it shares the
+/// CPU once requests queue.
+fn paced_pause_ms() -> u64 {
     std::env::var("BENCH_WRK_PAUSE_MS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+        .unwrap_or(1)
 }
 
-async fn wrk(bench: &Bench, server: &Server, endpoint: &Endpoint, seconds: u64) -> Result<Value> {
+async fn wrk(
+    bench: &Bench,
+    server: &Server,
+    endpoint: &Endpoint,
+    seconds: u64,
+    pause_ms: u64,
+) -> Result<Value> {
     let script = bench.repo.join("bench/wrk/report.lua");
     let cpu_before = CpuSnapshot::take(server.pid());
     let out = tokio::process::Command::new("wrk")
@@ -616,7 +625,7 @@ async fn wrk(bench: &Bench, server: &Server, endpoint: &Endpoint, seconds: u64) 
         .arg(&script)
         .arg(format!("{}{}", server.base, endpoint.path))
         .env("WRK_BODY", endpoint.body.unwrap_or(""))
-        .env("WRK_DELAY_MS", wrk_pause_ms().to_string())
+        .env("WRK_DELAY_MS", pause_ms.to_string())
         .stdin(Stdio::null())
         .output()
         .await?;
@@ -814,7 +823,12 @@ async fn load_with(bench: &Bench, server: &Server) -> Result<Value> {
         },
     ];
     let mut results = serde_json::Map::new();
-    for endpoint in &endpoints {
+    // Each endpoint twice: saturating (every connection asks again as soon as
+    // it is answered), then paced.
+    let passes = endpoints
+        .iter()
+        .flat_map(|e| [(e, 0), (e, paced_pause_ms())]);
+    for (endpoint, pause_ms) in passes {
         // 4 jobs printing LOAD_RATE each (never catching up after a pause),
         // stopped (SIGSTOP to their process groups) for the idle windows:
         // idle and loaded windows alternate, so a change in what else the
@@ -840,14 +854,14 @@ async fn load_with(bench: &Bench, server: &Server) -> Result<Value> {
             }
             // What was read before the stop is taken in first.
             tokio::time::sleep(Duration::from_millis(300)).await;
-            idle.push(wrk(bench, server, endpoint, LOAD_WINDOW_SECONDS).await?);
+            idle.push(wrk(bench, server, endpoint, LOAD_WINDOW_SECONDS, pause_ms).await?);
             let before = stored_total(server, &jobs).await?;
             for pid in &groups {
                 signal(*pid, "CONT", true);
             }
             let t = Instant::now();
             tokio::time::sleep(Duration::from_millis(300)).await;
-            loaded.push(wrk(bench, server, endpoint, LOAD_WINDOW_SECONDS).await?);
+            loaded.push(wrk(bench, server, endpoint, LOAD_WINDOW_SECONDS, pause_ms).await?);
             // What the server took in meanwhile: lines stored (100 bytes each).
             lines += stored_total(server, &jobs).await? - before;
             loaded_seconds += t.elapsed().as_secs_f64();
@@ -903,11 +917,16 @@ async fn load_with(bench: &Bench, server: &Server) -> Result<Value> {
                 )
             })
             .collect();
+        let name = if pause_ms == 0 {
+            endpoint.name.to_string()
+        } else {
+            format!("{}, paced", endpoint.name)
+        };
         results.insert(
-            endpoint.name.into(),
+            name,
             json!({
                 "connections": endpoint.connections,
-                "pause_ms": wrk_pause_ms(),
+                "pause_ms": pause_ms,
                 "rounds": LOAD_ROUNDS,
                 "window_seconds": LOAD_WINDOW_SECONDS,
                 "p99_ratio": ratio("p99_us"),
@@ -1292,8 +1311,15 @@ fn report(raw: &Value) -> String {
         for (name, r) in load {
             row(
                 &format!(
-                    "2. {name} p99 (p50), wrk -c{}, 4 jobs x 10 MB/s; median of {} rounds of {} s idle, {} s loaded",
-                    r["connections"], r["rounds"], r["window_seconds"], r["window_seconds"]
+                    "2. {name} p99 (p50), wrk -c{}{}, 4 jobs x 10 MB/s; median of {} rounds of {} s idle, {} s loaded",
+                    r["connections"],
+                    match r["pause_ms"].as_u64() {
+                        Some(0) | None => String::from(" as fast as answered"),
+                        Some(ms) => format!(", each connection pausing {ms} ms after an answer"),
+                    },
+                    r["rounds"],
+                    r["window_seconds"],
+                    r["window_seconds"]
                 ),
                 format!(
                     "{:.2} ms ({:.2} ms), {:.0} req/s; jobs took in {:.1} MB/s",

@@ -17,7 +17,7 @@ function done(summary, latency, requests)
     latency.max, latency.mean))
 end
 
--- $WRK_DELAY_MS (scripts/bench.sh passes BENCH_WRK_PAUSE_MS): each connection
+-- $WRK_DELAY_MS (the paced pass of scripts/bench.sh): each connection
 -- pauses this long after an answer before its next request, a paced load
 -- instead of one as fast as the server answers.
 local pause = tonumber(os.getenv("WRK_DELAY_MS") or "")
