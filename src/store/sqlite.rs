@@ -2,7 +2,7 @@
 //!
 //! Schema changes are numbered migrations applied at open, tracked by
 //! `PRAGMA user_version`. Every call runs on the blocking pool, except reads
-//! of a job by id (`read_by_key`). Reads have a
+//! of a few rows by key (`read_by_key`). Reads have a
 //! connection of their own: in WAL mode they see the last commit without
 //! waiting for a write in progress (a job's log lines, a batch at a time).
 
@@ -132,7 +132,8 @@ impl SqliteStore {
         Ok(conn)
     }
 
-    /// Runs `f`, a read of a row or a few by key, on the calling thread with
+    /// Runs `f`, a read of a few rows found by key (a job by id, a page of the
+    /// newest jobs by sequence number), on the calling thread with
     /// that thread's own connection. Handing it to the blocking pool and back
     /// costs two thread wake-ups: most of a `GET /jobs/{id}`'s CPU time, and
     /// on a busy machine most of its wait. Such a read takes microseconds on
@@ -262,6 +263,9 @@ fn insert_chunks(conn: &Connection, job_id: &str, lines: &[LogLine]) -> Result<(
     }
     Ok(())
 }
+
+/// Most jobs in a page read on the calling thread (`list`).
+const SMALL_PAGE: usize = 100;
 
 fn ts(t: OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1_000_000) as i64
@@ -410,7 +414,14 @@ impl JobStore for SqliteStore {
 
     async fn list(&self, filter: &JobFilter) -> Result<JobPage, StoreError> {
         let filter = filter.clone();
-        self.read(move |conn| {
+        // A small page of the newest jobs reads that many rows down the
+        // sequence number: on the calling thread. A filter can make the query
+        // scan the table: on the blocking pool.
+        let by_key = filter.workspace.is_none()
+            && filter.kind.is_none()
+            && filter.status.is_none()
+            && filter.limit <= SMALL_PAGE;
+        let query = move |conn: &mut Connection| {
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {JOB_COLUMNS} FROM jobs
                  WHERE (?1 IS NULL OR workspace = ?1)
@@ -440,8 +451,12 @@ impl JobStore for SqliteStore {
                 jobs: page.into_iter().map(|(_, job)| job).collect(),
                 next_cursor,
             })
-        })
-        .await
+        };
+        if by_key {
+            self.read_by_key(query).await
+        } else {
+            self.read(query).await
+        }
     }
 
     async fn append_log(&self, id: JobId, lines: Vec<LogLine>) -> Result<(), StoreError> {
@@ -773,5 +788,27 @@ mod tests {
             [ids[0]]
         );
         assert!(second.next_cursor.is_none());
+
+        // No filter: the newest first, a page at a time, on either path.
+        for limit in [2, SMALL_PAGE + 1] {
+            let mut seen = Vec::new();
+            let mut before = None;
+            loop {
+                let page = store
+                    .list(&JobFilter {
+                        before,
+                        limit,
+                        ..JobFilter::default()
+                    })
+                    .await
+                    .unwrap();
+                seen.extend(page.jobs.iter().map(|j| j.id));
+                match page.next_cursor {
+                    Some(cursor) => before = Some(cursor),
+                    None => break,
+                }
+            }
+            assert_eq!(seen, ids.iter().rev().copied().collect::<Vec<_>>());
+        }
     }
 }
