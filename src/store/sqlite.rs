@@ -109,7 +109,7 @@ impl SqliteStore {
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", "NORMAL")?;
             conn.pragma_update(None, "foreign_keys", "ON")?;
-            conn.busy_timeout(std::time::Duration::from_secs(5))?;
+            conn.busy_timeout(Duration::from_secs(5))?;
             Ok(conn)
         };
         let mut conn = open()?;
@@ -144,7 +144,7 @@ impl SqliteStore {
     async fn read_by_key<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: Fn(&mut Connection) -> Result<T, StoreError> + Clone + Send + 'static,
+        F: Fn(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
         if let Ok(cell) = self
             .local
