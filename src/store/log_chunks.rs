@@ -25,38 +25,29 @@ pub struct Chunk {
 /// Packs `lines` (in order) into chunks of consecutive numbers, at most
 /// `MAX_LINES` lines and about `MAX_BYTES` bytes each.
 pub fn pack(lines: &[LogLine]) -> Vec<Chunk> {
-    let mut chunks = Vec::new();
-    let mut current: Option<(Chunk, usize)> = None;
+    let mut chunks: Vec<Chunk> = Vec::new();
     for line in lines {
-        let fits = |(chunk, count): &(Chunk, usize)| {
-            chunk.last_n + 1 == line.n
-                && *count < MAX_LINES
-                && chunk.bytes.len() + line.text.len() <= MAX_BYTES
-        };
-        match current.as_mut() {
-            Some(open) if fits(open) => {
-                append(&mut open.0.bytes, line);
-                open.0.last_n = line.n;
-                open.1 += 1;
+        match chunks.last_mut() {
+            // Consecutive numbers: the chunk's line count follows from them.
+            Some(chunk)
+                if chunk.last_n + 1 == line.n
+                    && chunk.last_n - chunk.first_n + 1 < MAX_LINES as u64
+                    && chunk.bytes.len() + line.text.len() <= MAX_BYTES =>
+            {
+                append(&mut chunk.bytes, line);
+                chunk.last_n = line.n;
             }
             _ => {
-                if let Some((done, _)) = current.take() {
-                    chunks.push(done);
-                }
                 let mut bytes = Vec::with_capacity(line.text.len() + 5);
                 append(&mut bytes, line);
-                current = Some((
-                    Chunk {
-                        first_n: line.n,
-                        last_n: line.n,
-                        bytes,
-                    },
-                    1,
-                ));
+                chunks.push(Chunk {
+                    first_n: line.n,
+                    last_n: line.n,
+                    bytes,
+                });
             }
         }
     }
-    chunks.extend(current.map(|(chunk, _)| chunk));
     chunks
 }
 

@@ -545,6 +545,17 @@ mod tests {
         Job::queued(JobId::new(), kind, workspace, json!({"output": true}))
     }
 
+    /// A store in a temporary directory (kept alive by the first value) with
+    /// one queued job.
+    async fn store_with_a_queued_job() -> (tempfile::TempDir, SqliteStore, JobId) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("jobs.db")).unwrap();
+        let j = job("default", JobKind::TerraformPlan);
+        let id = j.id;
+        store.insert(j).await.unwrap();
+        (dir, store, id)
+    }
+
     #[tokio::test]
     async fn a_job_round_trips_and_survives_reopening_the_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -593,11 +604,7 @@ mod tests {
 
     #[tokio::test]
     async fn many_lines_are_stored_in_order_and_a_repeat_is_ignored() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("jobs.db")).unwrap();
-        let j = job("default", JobKind::TerraformPlan);
-        let id = j.id;
-        store.insert(j).await.unwrap();
+        let (_dir, store, id) = store_with_a_queued_job().await;
         let line = |n: u64| LogLine {
             n,
             stream: if n.is_multiple_of(2) {
@@ -705,11 +712,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_read_by_id_runs_on_the_calling_thread_and_sees_the_last_write() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("jobs.db")).unwrap();
-        let j = job("default", JobKind::TerraformPlan);
-        let id = j.id;
-        store.insert(j).await.unwrap();
+        let (_dir, store, id) = store_with_a_queued_job().await;
         assert_eq!(
             store.get(id).await.unwrap().unwrap().status,
             JobStatus::Queued
