@@ -39,6 +39,9 @@ where
     F::Output: Send + 'static,
 {
     let runtime = RUNTIME.get_or_init(|| {
+        // Set as a value, not a step from whatever a thread started with: a
+        // blocking thread is started by a worker that already runs lower.
+        let target = nice_of_this_thread().map(|ours| (ours + nice).min(19));
         // Few threads: every thread that allocates costs memory (allocator
         // arenas), and the stores serialise on one connection anyway.
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get().div_ceil(2));
@@ -46,7 +49,13 @@ where
             .worker_threads(threads)
             .max_blocking_threads(2)
             .thread_name("job-output")
-            .on_thread_start(move || lower_priority(nice))
+            .on_thread_start(move || {
+                if nice != 0
+                    && let Some(target) = target
+                {
+                    set_nice_of_this_thread(target);
+                }
+            })
             .enable_all()
             .build()
             .expect("the job output runtime starts")
@@ -54,23 +63,24 @@ where
     runtime.spawn(future)
 }
 
-/// Adds `nice` to this thread's nice value (Linux schedules threads, not
-/// processes: the other threads keep theirs).
-fn lower_priority(nice: i32) {
+/// This thread's nice value (Linux schedules threads, not processes: each
+/// has its own).
+fn nice_of_this_thread() -> Option<i32> {
     use nix::errno::Errno;
-    use nix::libc::{PRIO_PROCESS, getpriority, setpriority};
-    if nice == 0 {
-        return;
-    }
+    use nix::libc::{PRIO_PROCESS, getpriority};
     let tid = nix::unistd::gettid().as_raw() as nix::libc::id_t;
     Errno::clear();
-    // SAFETY: getpriority and setpriority only read their integer arguments.
-    let current = unsafe { getpriority(PRIO_PROCESS, tid) };
-    if current == -1 && Errno::last_raw() != 0 {
-        return;
-    }
-    let set = unsafe { setpriority(PRIO_PROCESS, tid, (current + nice).min(19)) };
-    if set != 0 {
+    // SAFETY: getpriority only reads its integer arguments.
+    let nice = unsafe { getpriority(PRIO_PROCESS, tid) };
+    (nice != -1 || Errno::last_raw() == 0).then_some(nice)
+}
+
+/// Sets this thread's nice value; the other threads keep theirs.
+fn set_nice_of_this_thread(nice: i32) {
+    use nix::libc::{PRIO_PROCESS, setpriority};
+    let tid = nix::unistd::gettid().as_raw() as nix::libc::id_t;
+    // SAFETY: setpriority only reads its integer arguments.
+    if unsafe { setpriority(PRIO_PROCESS, tid, nice) } != 0 {
         tracing::warn!(
             nice,
             error = %std::io::Error::last_os_error(),
@@ -258,8 +268,8 @@ async fn pump(
 mod tests {
     use super::*;
 
-    /// This thread's nice value, field 19 of `/proc/thread-self/stat`.
-    fn nice_of_this_thread() -> i32 {
+    /// This thread's nice value as `/proc/thread-self/stat` shows it (field 19).
+    fn nice_in_proc() -> i32 {
         let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
         let fields = stat.rsplit_once(')').unwrap().1;
         fields.split_whitespace().nth(16).unwrap().parse().unwrap()
@@ -267,10 +277,18 @@ mod tests {
 
     #[tokio::test]
     async fn output_threads_run_at_the_lower_priority_and_requests_do_not() {
-        let ours = nice_of_this_thread();
+        let ours = nice_in_proc();
         // The unit tests start the runtime with the default, 5.
-        let theirs = spawn(5, async { nice_of_this_thread() }).await.unwrap();
-        assert_eq!(theirs, (ours + 5).min(19));
-        assert_eq!(nice_of_this_thread(), ours);
+        let worker = spawn(5, async { nice_in_proc() }).await.unwrap();
+        assert_eq!(worker, (ours + 5).min(19));
+        // A blocking thread is started by a worker: 5 below the server too,
+        // not 5 below that worker.
+        let blocking = spawn(5, async {
+            tokio::task::spawn_blocking(nice_in_proc).await.unwrap()
+        })
+        .await
+        .unwrap();
+        assert_eq!(blocking, (ours + 5).min(19));
+        assert_eq!(nice_in_proc(), ours);
     }
 }
