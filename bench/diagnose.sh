@@ -7,6 +7,11 @@
 #   bench/diagnose.sh cost     server CPU time to take in 4 jobs x 50 MB printed
 #                              as fast as possible (lower is better), and
 #                              whether every line was stored and logged
+#   bench/diagnose.sh sched    where the load figure's tail comes from: paced
+#                              GET /jobs/{id} in 3 s windows, the 4 x 10 MB/s
+#                              jobs stopped and running in turn, under `perf
+#                              sched`: each kind of thread's run time and its
+#                              wait for a core at each wake-up, p50/p99/max
 # SERVER=path runs another server binary (to compare two builds).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -99,5 +104,65 @@ case "${1:-}" in
     logged=$(cat "$tmp"/logs/terraform.log* | grep -c '0000000000' || true)
     echo "cpu_s=$(awk "BEGIN {print $used / $(getconf CLK_TCK)}") wall_s=$(awk "BEGIN {print ($t1 - $t0) / 1e9}") switches=$sw stored_lines=$stored logged_lines=$logged (of 2000000 printed)"
     rm -rf "$tmp/data" "$tmp/logs" "$tmp/fake"/* ;;
-  *) echo "usage: $0 ingest|memory|cost" >&2; exit 2 ;;
+  sched)
+    start JOB_LOG_MAX_BYTES=268435456
+    idle_job=$(job /terraform/output); wait_job "$idle_job"
+    echo 2000000000 >"$tmp/fake/bytes"; echo 10000000 >"$tmp/fake/rate"
+    ids=$(for _ in 1 2 3 4; do job /terraform/output; done)
+    groups=""
+    for id in $ids; do
+      until g=$(curl -fs "$base/jobs/$id" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"] or "")') && [ -n "$g" ]; do sleep 0.05; done
+      groups="$groups $g"
+    done
+    sleep 1
+    # Alternating windows, as in scripts/bench.sh: idle (jobs stopped), loaded.
+    for state in idle loaded idle loaded idle loaded; do
+      case $state in idle) sig=STOP ;; *) sig=CONT ;; esac
+      for g in $groups; do kill -"$sig" -- "-$g"; done
+      sleep 0.3
+      perf sched record -o "$tmp/$state.data" -- env WRK_DELAY_MS=1 \
+        wrk -t1 -c4 -d3s -s "$repo/bench/wrk/report.lua" "$base/jobs/$idle_job" \
+        2>/dev/null | grep '^{' >>"$tmp/$state.wrk" || true
+      perf sched timehist -i "$tmp/$state.data" 2>/dev/null >>"$tmp/$state.hist"
+    done
+    for g in $groups; do kill -CONT -- "-$g"; done
+    for id in $ids; do curl -fs -X POST "$base/jobs/$id/cancel" >/dev/null; done
+    python3 - "$tmp" <<'PY'
+import json, sys
+tmp = sys.argv[1]
+def kind(name):
+    if name.startswith("tokio-rt-worker"): return "request workers"
+    if name.startswith("job-output"): return "job output threads"
+    if name.startswith("log "): return "tool log writers"
+    if name.startswith(("python3", "bash", "terraform-strea")): return "printing children"
+    if name.startswith("wrk"): return "wrk (the client)"
+    return None
+def pct(values, p):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(p / 100 * len(values)))] if values else float("nan")
+for state in ("idle", "loaded"):
+    wrk = [json.loads(l) for l in open(f"{tmp}/{state}.wrk") if l.strip()]
+    print(f"== {state}: GET /jobs/{{id}}, wrk -c4 pausing 1 ms, {len(wrk)} windows of 3 s")
+    print("   client latency p50/p99 per window (ms): " + ", ".join(
+        f"{w['p50_us'] / 1000:.2f}/{w['p99_us'] / 1000:.2f}" for w in wrk))
+    delays, run = {}, {}
+    for line in open(f"{tmp}/{state}.hist"):
+        parts = line.split()
+        if len(parts) < 6 or not parts[0][0].isdigit():
+            continue
+        name = " ".join(parts[2:-3])
+        k = kind(name)
+        if k is None:
+            continue
+        delays.setdefault(k, []).append(float(parts[-2]))
+        run[k] = run.get(k, 0.0) + float(parts[-1])
+    print(f"   {'threads':<22} {'ran (ms/s)':>10} {'wake-ups':>9} {'wait for a core p50 / p99 / max (ms)':>38}")
+    for k in ("request workers", "wrk (the client)", "job output threads", "tool log writers", "printing children"):
+        d = delays.get(k, [])
+        if not d:
+            continue
+        print(f"   {k:<22} {run[k] / (3 * len(wrk)):10.1f} {len(d):9d} {pct(d, 50):12.3f} / {pct(d, 99):6.3f} / {max(d):6.3f}")
+PY
+    stop ;;
+  *) echo "usage: $0 ingest|memory|cost|sched" >&2; exit 2 ;;
 esac
