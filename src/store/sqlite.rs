@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::Value;
 use thread_local::ThreadLocal;
@@ -97,6 +98,16 @@ impl Slot {
     }
 }
 
+/// A cached statement keeps its query plan whatever values are bound. By
+/// default SQLite (built with STAT4) plans some statements again whenever
+/// their parameters are bound anew, to pick an index for the values: the
+/// job list's `(?1 IS NULL OR workspace = ?1)` was parsed and planned again
+/// at every `GET /jobs`, most of that query's cost.
+fn stable_plans(conn: &Connection) -> Result<(), StoreError> {
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+    Ok(())
+}
+
 impl SqliteStore {
     /// Opens (or creates) the database and brings its schema up to date.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
@@ -110,6 +121,7 @@ impl SqliteStore {
             conn.pragma_update(None, "synchronous", "NORMAL")?;
             conn.pragma_update(None, "foreign_keys", "ON")?;
             conn.busy_timeout(Duration::from_secs(5))?;
+            stable_plans(&conn)?;
             Ok(conn)
         };
         let mut conn = open()?;
@@ -129,6 +141,7 @@ impl SqliteStore {
         conn.busy_timeout(Duration::ZERO)?;
         conn.pragma_update(None, "query_only", "ON")?;
         conn.pragma_update(None, "cache_size", -256)?;
+        stable_plans(&conn)?;
         Ok(conn)
     }
 
@@ -274,6 +287,20 @@ fn ts(t: OffsetDateTime) -> i64 {
 fn from_ts(ms: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// A page of jobs, newest first: ?1 workspace, ?2 kind, ?3 status (each
+/// NULL for any), ?4 sequence number to start below (NULL: the newest), ?5
+/// how many.
+fn list_sql() -> String {
+    format!(
+        "SELECT {JOB_COLUMNS} FROM jobs
+         WHERE (?1 IS NULL OR workspace = ?1)
+           AND (?2 IS NULL OR kind = ?2)
+           AND (?3 IS NULL OR status = ?3)
+           AND (?4 IS NULL OR seq < ?4)
+         ORDER BY seq DESC LIMIT ?5"
+    )
 }
 
 const JOB_COLUMNS: &str = "seq, id, kind, workspace, request, started_by, status, exit_code, \
@@ -422,14 +449,7 @@ impl JobStore for SqliteStore {
             && filter.status.is_none()
             && filter.limit <= SMALL_PAGE;
         let query = move |conn: &mut Connection| {
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {JOB_COLUMNS} FROM jobs
-                 WHERE (?1 IS NULL OR workspace = ?1)
-                   AND (?2 IS NULL OR kind = ?2)
-                   AND (?3 IS NULL OR status = ?3)
-                   AND (?4 IS NULL OR seq < ?4)
-                 ORDER BY seq DESC LIMIT ?5"
-            ))?;
+            let mut stmt = conn.prepare_cached(&list_sql())?;
             let rows = stmt.query_map(
                 params![
                     filter.workspace,
@@ -554,6 +574,22 @@ mod tests {
         let id = j.id;
         store.insert(j).await.unwrap();
         (dir, store, id)
+    }
+
+    #[tokio::test]
+    async fn a_cached_statement_is_not_planned_again_for_new_values() {
+        let (_dir, store, _) = store_with_a_queued_job().await;
+        // Small unfiltered pages: read on this thread, with its connection.
+        for before in [None, Some(1), Some(2), None] {
+            let filter = JobFilter {
+                before,
+                ..JobFilter::default()
+            };
+            store.list(&filter).await.unwrap();
+        }
+        let local = store.local.get().expect("read on this thread").borrow();
+        let stmt = local.prepare_cached(&list_sql()).unwrap();
+        assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0);
     }
 
     #[tokio::test]
