@@ -138,6 +138,9 @@ fn write_file(
                     .queued_bytes
                     .fetch_sub(batch.len(), Ordering::Relaxed);
                 report_dropped(&mut out);
+                // Give way: a request woken meanwhile runs now, not at the
+                // end of this thread's slice (writes come back to back).
+                std::thread::yield_now();
             }
             Message::Stop => break,
         }
