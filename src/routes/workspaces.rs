@@ -165,14 +165,23 @@ async fn create_workspace(
             name.as_str()
         )));
     }
-    let creating = workspace.clone();
-    off_runtime(move || {
-        let _hold = hold;
-        creating.create(&stack)
+    let created = off_runtime({
+        let state = state.clone();
+        move || {
+            let _hold = hold;
+            workspace.create(&stack)?;
+            // Described before the hold goes, as this request leaves it: not
+            // busy. (Described after, it could show the hold of the next
+            // request for the name, one about to answer 409.)
+            Ok(WorkspaceInfo {
+                busy_with: None,
+                ..describe(&state, &workspace)
+            })
+        }
     })
     .await
     .map_err(ApiError::internal)?;
-    Ok((StatusCode::CREATED, Json(describe(&state, &workspace))))
+    Ok((StatusCode::CREATED, Json(created)))
 }
 
 /// Directories next to `TERRAFORM_DIR` whose `*.tf` declare variables.
