@@ -3,7 +3,8 @@
 //!
 //! A job formats its lines as it reads them and hands them over a batch at a
 //! time; each file has a thread of its own that writes a batch with one
-//! write. (A `tracing` event per line cost more than reading the line.) The
+//! write, then gives way to any thread waiting for the core (a request).
+//! (A `tracing` event per line cost more than reading the line.) The
 //! queue is bounded: when the disk falls behind, batches are dropped rather
 //! than held in memory, and the file says how many lines it lost.
 
