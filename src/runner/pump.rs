@@ -41,7 +41,10 @@ where
     let runtime = RUNTIME.get_or_init(|| {
         // Set as a value, not a step from whatever a thread started with: a
         // blocking thread is started by a worker that already runs lower.
-        let target = nice_of_this_thread().map(|ours| (ours + nice).min(19));
+        let target = (nice != 0)
+            .then(nice_of_this_thread)
+            .flatten()
+            .map(|ours| (ours + nice).min(19));
         // Few threads: every thread that allocates costs memory (allocator
         // arenas), and the stores serialise on one connection anyway.
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get().div_ceil(2));
@@ -50,9 +53,7 @@ where
             .max_blocking_threads(2)
             .thread_name("job-output")
             .on_thread_start(move || {
-                if nice != 0
-                    && let Some(target) = target
-                {
+                if let Some(target) = target {
                     set_nice_of_this_thread(target);
                 }
             })
