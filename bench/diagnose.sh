@@ -52,7 +52,7 @@ case "${1:-}" in
     for id in $ids; do curl -fs -X POST "$base/jobs/$id/cancel" >/dev/null; done
     t1=$(date +%s%N)
     sleep 1
-    lines=$(cat "$tmp"/logs/terraform.log* | grep -c '0000000000' || true)
+    lines=$(cat "$tmp"/logs/terraform.log* | grep -c '18:[0-9:.]*Z \[[A-Z]*\] ' || true)
     echo "== asked 4 x 10 MB/s; took in $((lines * 100 * 1000 / (t1 - t0))) MB/s in all (lines in terraform.log)"
     echo "== server CPU: $((used * 100 / $(getconf CLK_TCK) / 6))% of one core over 6 s"
     echo "== self time by part (perf, share of the server's samples)"
@@ -80,7 +80,7 @@ case "${1:-}" in
       id=$(job /terraform/plan)
       wait_job "$id"
       sleep 1
-      lines=$(cat "$tmp"/logs/terraform.log* | grep -c '0000000000' || true)
+      lines=$(cat "$tmp"/logs/terraform.log* | grep -c '18:[0-9:.]*Z \[[A-Z]*\] ' || true)
       echo "printed $((size / 100)) lines: peak RSS $(hwm), terraform.log has $lines of them"
       stop
     done ;;
@@ -101,7 +101,7 @@ case "${1:-}" in
       stored=$((stored + n))
     done
     kill "$pid"; wait "$pid" 2>/dev/null || true
-    logged=$(cat "$tmp"/logs/terraform.log* | grep -c '0000000000' || true)
+    logged=$(cat "$tmp"/logs/terraform.log* | grep -c '18:[0-9:.]*Z \[[A-Z]*\] ' || true)
     echo "cpu_s=$(awk "BEGIN {print $used / $(getconf CLK_TCK)}") wall_s=$(awk "BEGIN {print ($t1 - $t0) / 1e9}") switches=$sw stored_lines=$stored logged_lines=$logged (of 2000000 printed)"
     rm -rf "$tmp/data" "$tmp/logs" "$tmp/fake"/* ;;
   sched)
