@@ -6,6 +6,13 @@
 //! A chunk holds the lines `first_n..=last_n` (their numbers are not stored:
 //! they follow from `first_n`), each as its stream (one byte), its length
 //! (`u32`, little-endian) and its UTF-8 text.
+//!
+//! Those bytes are stored LZ4-compressed, behind a `z` and their length
+//! (`u32`, little-endian). Where that would not make them smaller they are
+//! stored as they are, and begin with a stream byte, as every chunk written
+//! before compression does. Tool output repeats itself: a chunk compressed is
+//! a third to a ninth of its bytes, and writing those bytes (to the WAL, then
+//! to the database) was most of what storing a log cost.
 
 use super::{LogLine, StoreError, Stream};
 
@@ -13,6 +20,9 @@ use super::{LogLine, StoreError, Stream};
 pub const MAX_LINES: usize = 512;
 /// Most text bytes in one chunk (a chunk holds at least one line).
 pub const MAX_BYTES: usize = 256 * 1024;
+
+/// The first byte of a compressed chunk.
+const LZ4: u8 = b'z';
 
 /// One chunk to store: its first and last line numbers and its bytes.
 #[derive(Debug, PartialEq)]
@@ -48,7 +58,23 @@ pub fn pack(lines: &[LogLine]) -> Vec<Chunk> {
             }
         }
     }
+    for chunk in &mut chunks {
+        chunk.bytes = compress(std::mem::take(&mut chunk.bytes));
+    }
     chunks
+}
+
+/// `raw` compressed behind its header, or `raw` when that is not smaller.
+fn compress(raw: Vec<u8>) -> Vec<u8> {
+    let block = lz4_flex::block::compress(&raw);
+    if block.len() + 5 >= raw.len() {
+        return raw;
+    }
+    let mut bytes = Vec::with_capacity(block.len() + 5);
+    bytes.push(LZ4);
+    bytes.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&block);
+    bytes
 }
 
 fn append(bytes: &mut Vec<u8>, line: &LogLine) {
@@ -71,7 +97,33 @@ pub fn unpack_into(
     limit: usize,
     out: &mut Vec<LogLine>,
 ) -> Result<(), StoreError> {
-    let damaged = || StoreError::Other(format!("the log chunk from line {first_n} is damaged"));
+    let damaged = || damaged_chunk(first_n);
+    let Some((&LZ4, rest)) = bytes.split_first() else {
+        return read_lines(first_n, bytes, after, limit, out);
+    };
+    let (len, block) = rest.split_first_chunk::<4>().ok_or_else(damaged)?;
+    let len = u32::from_le_bytes(*len) as usize;
+    // LZ4 expands a byte to at most about 255: a larger length is damage,
+    // not a size to allocate.
+    if len > block.len().saturating_mul(256) {
+        return Err(damaged());
+    }
+    let raw = lz4_flex::block::decompress(block, len).map_err(|_| damaged())?;
+    if raw.len() != len {
+        return Err(damaged());
+    }
+    read_lines(first_n, &raw, after, limit, out)
+}
+
+/// `unpack_into` for a chunk's uncompressed bytes.
+fn read_lines(
+    first_n: u64,
+    bytes: &[u8],
+    after: u64,
+    limit: usize,
+    out: &mut Vec<LogLine>,
+) -> Result<(), StoreError> {
+    let damaged = || damaged_chunk(first_n);
     let mut rest = bytes;
     let mut n = first_n;
     while !rest.is_empty() && out.len() < limit {
@@ -98,6 +150,10 @@ pub fn unpack_into(
         n += 1;
     }
     Ok(())
+}
+
+fn damaged_chunk(first_n: u64) -> StoreError {
+    StoreError::Other(format!("the log chunk from line {first_n} is damaged"))
 }
 
 #[cfg(test)]
@@ -139,6 +195,48 @@ mod tests {
     }
 
     #[test]
+    fn repetitive_lines_are_stored_compressed_and_others_as_they_are() {
+        let repetitive: Vec<LogLine> = (1..=512)
+            .map(|n| {
+                line(
+                    n,
+                    &format!("[TRACE] vertex \"null_resource.db_host[{n}]\": visit complete"),
+                )
+            })
+            .collect();
+        let text: usize = repetitive.iter().map(|l| l.text.len()).sum();
+        let chunk = &pack(&repetitive)[0];
+        assert_eq!(chunk.bytes[0], LZ4);
+        assert!(
+            chunk.bytes.len() * 4 < text,
+            "{} bytes for {text}",
+            chunk.bytes.len()
+        );
+        assert_eq!(unpack_all(&pack(&repetitive), 0, usize::MAX), repetitive);
+
+        // A line that does not compress (a hash) stays as it is.
+        use sha2::{Digest, Sha256};
+        let hash = Sha256::digest(b"pgcluster-api");
+        let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+        let random = vec![line(1, &hex)];
+        let chunk = &pack(&random)[0];
+        assert_ne!(chunk.bytes[0], LZ4);
+        assert_eq!(unpack_all(&pack(&random), 0, usize::MAX), random);
+    }
+
+    #[test]
+    fn a_chunk_written_before_compression_reads_as_it_did() {
+        let lines: Vec<LogLine> = (1..=100).map(|n| line(n, "the same line")).collect();
+        let mut raw = Vec::new();
+        for l in &lines {
+            append(&mut raw, l);
+        }
+        let mut out = Vec::new();
+        unpack_into(1, &raw, 0, usize::MAX, &mut out).unwrap();
+        assert_eq!(out, lines);
+    }
+
+    #[test]
     fn a_gap_in_the_numbers_or_the_byte_limit_starts_a_new_chunk() {
         let big = "x".repeat(MAX_BYTES / 2);
         let lines = vec![
@@ -169,5 +267,20 @@ mod tests {
         let mut wrong_stream = chunk.bytes.clone();
         wrong_stream[0] = b'?';
         assert!(unpack_into(1, &wrong_stream, 0, 10, &mut Vec::new()).is_err());
+
+        let lines: Vec<LogLine> = (1..=200).map(|n| line(n, "compresses well")).collect();
+        let compressed = &pack(&lines)[0];
+        assert_eq!(compressed.bytes[0], LZ4);
+        for cut in 0..compressed.bytes.len() - 1 {
+            let damaged = &compressed.bytes[..=cut];
+            assert!(
+                unpack_into(1, damaged, 0, usize::MAX, &mut Vec::new()).is_err(),
+                "cut at {cut}"
+            );
+        }
+        // A length no block of that size can hold is not allocated.
+        let mut huge = compressed.bytes.clone();
+        huge[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(unpack_into(1, &huge, 0, usize::MAX, &mut Vec::new()).is_err());
     }
 }

@@ -212,7 +212,7 @@ async fn run_pipes_the_vault_password_and_never_puts_it_in_argv_env_or_files() {
     let env = std::fs::read_to_string(call.join("env")).unwrap();
     assert!(!env.contains(VAULT_PASSWORD));
     assert!(!env.contains("ANSIBLE_VAULT_PASSWORD"));
-    for (path, bytes) in snapshot(&app.data_dir) {
+    for (path, bytes) in snapshot_with_logs(&app.data_dir) {
         assert!(
             !String::from_utf8_lossy(&bytes).contains(VAULT_PASSWORD),
             "{} holds the vault password",

@@ -281,6 +281,44 @@ pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     files
 }
 
+/// `snapshot` of a data directory, plus the log lines its job store holds, as
+/// text: a scan for a secret has to see them, and they are stored compressed
+/// (a chunk is `z`, its length as a little-endian `u32` and an LZ4 block, or
+/// its lines as they are). Decoded here, not by the store's own code.
+pub fn snapshot_with_logs(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = snapshot(dir);
+    let stores: Vec<PathBuf> = files
+        .keys()
+        .filter(|path| path.extension().is_some_and(|ext| ext == "db"))
+        .cloned()
+        .collect();
+    for store in stores {
+        let conn = rusqlite::Connection::open_with_flags(
+            &store,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        let mut chunks = conn.prepare("SELECT lines FROM job_log_chunks").unwrap();
+        let mut text = Vec::new();
+        for chunk in chunks
+            .query_map([], |row| row.get::<_, Vec<u8>>(0))
+            .unwrap()
+        {
+            let chunk = chunk.unwrap();
+            match chunk.split_first() {
+                Some((b'z', rest)) => {
+                    let (len, block) = rest.split_at(4);
+                    let len = u32::from_le_bytes(len.try_into().unwrap()) as usize;
+                    text.extend(lz4_flex::block::decompress(block, len).unwrap());
+                }
+                _ => text.extend(chunk),
+            }
+        }
+        files.insert(store.with_extension("db: log lines"), text);
+    }
+    files
+}
+
 /// A private key file (mode 0600) under the app's directory.
 pub fn key_file(app: &TestApp, name: &str) -> String {
     let path = app.root.path().join(name);

@@ -474,7 +474,7 @@ async fn sensitive_outputs_never_reach_the_job_log_or_the_store() {
     for text in [answer.body.to_string(), log, job] {
         assert!(!text.contains("hunter2-sensitive"), "{text}");
     }
-    for (path, bytes) in snapshot(&app.data_dir) {
+    for (path, bytes) in snapshot_with_logs(&app.data_dir) {
         assert!(
             !String::from_utf8_lossy(&bytes).contains("hunter2-sensitive"),
             "{}",

@@ -92,7 +92,7 @@ async fn the_vault_is_written_encrypted_and_holds_the_password() {
         !log.contains("repl-Pw") && !job.contains("repl-Pw"),
         "{log} {job}"
     );
-    for (file, bytes) in snapshot(&app.data_dir) {
+    for (file, bytes) in snapshot_with_logs(&app.data_dir) {
         let text = String::from_utf8_lossy(&bytes);
         assert!(
             !text.contains("repl-Pw") && !text.contains(VAULT_PASSWORD),
