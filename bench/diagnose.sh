@@ -45,16 +45,17 @@ case "${1:-}" in
     ids=$(for _ in 1 2 3 4; do job /terraform/output; done)
     sleep 1
     cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
-    before=$(cpu)
+    wchar() { awk '/^wchar/ {print $2}' "/proc/$pid/io"; }
+    before=$(cpu); written=$(wchar)
     perf record -F 999 -g -p "$pid" -o "$tmp/perf.data" -- sleep 6 >/dev/null 2>&1
     [ -n "${KEEP_PERF:-}" ] && cp "$tmp/perf.data" "$KEEP_PERF"
-    used=$(( $(cpu) - before ))
+    used=$(( $(cpu) - before )); written=$(( $(wchar) - written ))
     for id in $ids; do curl -fs -X POST "$base/jobs/$id/cancel" >/dev/null; done
     t1=$(date +%s%N)
     sleep 1
     lines=$(cat "$tmp"/logs/terraform.log* | grep -c '18:[0-9:.]*Z \[[A-Z]*\] ' || true)
     echo "== asked 4 x 10 MB/s; took in $((lines * 100 * 1000 / (t1 - t0))) MB/s in all (lines in terraform.log)"
-    echo "== server CPU: $((used * 100 / $(getconf CLK_TCK) / 6))% of one core over 6 s"
+    echo "== server CPU: $((used * 100 / $(getconf CLK_TCK) / 6))% of one core over 6 s; written $((written / 6000000)) MB/s (logs, WAL, checkpoints)"
     echo "== self time by part (perf, share of the server's samples)"
     perf report -i "$tmp/perf.data" --no-children --sort dso,symbol -g none 2>/dev/null |
       awk '/^ +[0-9.]+%/ {
