@@ -311,7 +311,9 @@ async fn stream_job_events(
     };
     // Subscribes now, before the store is read: no gap, no repeat.
     let follower = state.runner.follow(job.id, after);
-    let (tx, rx) = mpsc::channel(256);
+    // Events formatted ahead of the client: a few hundred bytes each, per
+    // follower.
+    let (tx, rx) = mpsc::channel(64);
     tokio::spawn(follow(state, job.id, follower, tx));
     let stream = ReceiverStream::new(rx).map(Ok);
     Ok(Sse::new(stream).keep_alive(
