@@ -14,6 +14,8 @@
 //! a third to a ninth of its bytes, and writing those bytes (to the WAL, then
 //! to the database) was most of what storing a log cost.
 
+use std::borrow::Cow;
+
 use super::{LogLine, StoreError, Stream};
 
 /// Most lines in one chunk: a read of one line decodes at most this many.
@@ -97,34 +99,9 @@ pub fn unpack_into(
     limit: usize,
     out: &mut Vec<LogLine>,
 ) -> Result<(), StoreError> {
+    let raw = decompress(first_n, bytes)?;
     let damaged = || damaged_chunk(first_n);
-    let Some((&LZ4, rest)) = bytes.split_first() else {
-        return read_lines(first_n, bytes, after, limit, out);
-    };
-    let (len, block) = rest.split_first_chunk::<4>().ok_or_else(damaged)?;
-    let len = u32::from_le_bytes(*len) as usize;
-    // LZ4 expands a byte to at most about 255: a larger length is damage,
-    // not a size to allocate.
-    if len > block.len().saturating_mul(256) {
-        return Err(damaged());
-    }
-    let raw = lz4_flex::block::decompress(block, len).map_err(|_| damaged())?;
-    if raw.len() != len {
-        return Err(damaged());
-    }
-    read_lines(first_n, &raw, after, limit, out)
-}
-
-/// `unpack_into` for a chunk's uncompressed bytes.
-fn read_lines(
-    first_n: u64,
-    bytes: &[u8],
-    after: u64,
-    limit: usize,
-    out: &mut Vec<LogLine>,
-) -> Result<(), StoreError> {
-    let damaged = || damaged_chunk(first_n);
-    let mut rest = bytes;
+    let mut rest = &raw[..];
     let mut n = first_n;
     while !rest.is_empty() && out.len() < limit {
         let (&kind, tail) = rest.split_first().ok_or_else(damaged)?;
@@ -150,6 +127,26 @@ fn read_lines(
         n += 1;
     }
     Ok(())
+}
+
+/// A chunk's bytes as `pack` laid them out, before compression.
+fn decompress(first_n: u64, bytes: &[u8]) -> Result<Cow<'_, [u8]>, StoreError> {
+    let damaged = || damaged_chunk(first_n);
+    let Some((&LZ4, rest)) = bytes.split_first() else {
+        return Ok(Cow::Borrowed(bytes));
+    };
+    let (len, block) = rest.split_first_chunk::<4>().ok_or_else(damaged)?;
+    let len = u32::from_le_bytes(*len) as usize;
+    // LZ4 expands a byte to at most about 255: a larger length is damage,
+    // not a size to allocate.
+    if len > block.len().saturating_mul(256) {
+        return Err(damaged());
+    }
+    let raw = lz4_flex::block::decompress(block, len).map_err(|_| damaged())?;
+    if raw.len() != len {
+        return Err(damaged());
+    }
+    Ok(Cow::Owned(raw))
 }
 
 fn damaged_chunk(first_n: u64) -> StoreError {
