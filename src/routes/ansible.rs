@@ -124,7 +124,9 @@ async fn configure(
     let input = ConfigureInput::parse(&body)?;
 
     let hold = state.hold_for_files(&workspace)?;
-    workspace.ensure().map_err(ApiError::internal)?;
+    workspace
+        .ensure()
+        .map_err(super::workspace_files_error(&workspace))?;
     let out_spec = terraform::job(
         &state.config,
         &workspace,

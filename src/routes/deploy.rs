@@ -518,7 +518,9 @@ async fn start(
     resumed_from: Option<JobId>,
     run_async: bool,
 ) -> Result<Response, ApiError> {
-    workspace.ensure().map_err(ApiError::internal)?;
+    workspace
+        .ensure()
+        .map_err(super::workspace_files_error(&workspace))?;
     let spec = PipelineSpec {
         kind: JobKind::Deploy,
         workspace: workspace.name().to_string(),

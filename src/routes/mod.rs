@@ -158,6 +158,21 @@ impl axum::extract::FromRequestParts<AppState> for WorkspaceParam {
     }
 }
 
+/// Maps an error preparing a workspace's files. A `DELETE
+/// /workspaces/{name}` can remove the directory between the request's
+/// check that the workspace exists and this: that is a 404 like any request
+/// for a missing workspace, not a server error.
+pub(crate) fn workspace_files_error(workspace: &Workspace) -> impl Fn(std::io::Error) -> ApiError {
+    let (exists, name) = (workspace.clone(), workspace.name().to_string());
+    move |err| {
+        if err.kind() == std::io::ErrorKind::NotFound && !exists.exists() {
+            ApiError::NotFound(format!("no workspace '{name}': it was deleted meanwhile"))
+        } else {
+            ApiError::internal(err)
+        }
+    }
+}
+
 /// The workspace the original routes act on.
 pub const DEFAULT_WORKSPACE: &str = "default";
 
@@ -318,4 +333,32 @@ pub fn details(output: &RunOutput) -> String {
         ));
     }
     parts.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_workspace_removed_under_a_request_is_a_404_and_other_errors_stay_500() {
+        let data = tempfile::tempdir().unwrap();
+        let workspace = Workspace::new(data.path(), "race");
+        let not_found = || std::io::Error::from(std::io::ErrorKind::NotFound);
+        let status = |err: ApiError| err.into_response().status();
+
+        // Gone: as if DELETE /workspaces/race ran meanwhile.
+        let gone = workspace_files_error(&workspace)(not_found());
+        assert_eq!(status(gone), StatusCode::NOT_FOUND);
+
+        // Still there: a missing file is the server's problem.
+        workspace.create("stack").unwrap();
+        assert!(workspace.exists());
+        let missing = workspace_files_error(&workspace)(not_found());
+        assert_eq!(status(missing), StatusCode::INTERNAL_SERVER_ERROR);
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        assert_eq!(
+            status(workspace_files_error(&workspace)(denied)),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
 }

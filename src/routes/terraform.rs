@@ -498,21 +498,18 @@ pub(crate) fn run_spec(
     held: bool,
 ) -> Result<JobSpec, ApiError> {
     let stack_dir = state.stack_dir(workspace);
-    workspace.ensure().map_err(ApiError::internal)?;
+    let files_error = super::workspace_files_error(workspace);
+    workspace.ensure().map_err(&files_error)?;
     let spec = match command {
         Command::Init => {
             let _hold = hold(state, workspace, held)?;
-            workspace
-                .sync_stack(&stack_dir)
-                .map_err(ApiError::internal)?;
+            workspace.sync_stack(&stack_dir).map_err(&files_error)?;
             terraform::job(&state.config, workspace, command, None, request)
         }
         Command::Plan => {
             {
                 let _hold = hold(state, workspace, held)?;
-                workspace
-                    .sync_stack(&stack_dir)
-                    .map_err(ApiError::internal)?;
+                workspace.sync_stack(&stack_dir).map_err(&files_error)?;
             }
             let plan_file = workspace.plan_file(&uuid::Uuid::new_v4().to_string());
             let mut spec =
