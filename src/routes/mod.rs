@@ -163,9 +163,10 @@ impl axum::extract::FromRequestParts<AppState> for WorkspaceParam {
 /// check that the workspace exists and this: that is a 404 like any request
 /// for a missing workspace, not a server error.
 pub(crate) fn workspace_files_error(workspace: &Workspace) -> impl Fn(std::io::Error) -> ApiError {
-    let (exists, name) = (workspace.clone(), workspace.name().to_string());
+    let workspace = workspace.clone();
     move |err| {
-        if err.kind() == std::io::ErrorKind::NotFound && !exists.exists() {
+        if err.kind() == std::io::ErrorKind::NotFound && !workspace.exists() {
+            let name = workspace.name();
             ApiError::NotFound(format!("no workspace '{name}': it was deleted meanwhile"))
         } else {
             ApiError::internal(err)

@@ -35,7 +35,8 @@ pub struct Chunk {
 }
 
 /// Packs `lines` (in order) into chunks of consecutive numbers, at most
-/// `MAX_LINES` lines and about `MAX_BYTES` bytes each.
+/// `MAX_LINES` lines and about `MAX_BYTES` bytes each, compressed where that
+/// makes them smaller.
 pub fn pack(lines: &[LogLine]) -> Vec<Chunk> {
     let mut chunks: Vec<Chunk> = Vec::new();
     for line in lines {
