@@ -19,7 +19,7 @@ use crate::startup::AppState;
 use crate::store::JobStatus;
 use crate::tools::ansible::{playbook_job, vault_encrypt_job, vault_secrets};
 use crate::tools::terraform::{self, Command, Outputs};
-use crate::workspace::{LockGuard, Workspace, off_runtime, write_atomic};
+use crate::workspace::{LockGuard, Workspace, make_dir, off_runtime, write_atomic};
 
 /// `configure` and `run` act on `default`; `startup` nests the same under
 /// `/workspaces/{name}`.
@@ -258,7 +258,7 @@ pub(crate) async fn write_configuration(
     off_runtime(move || {
         let _hold = hold;
         for sub in ["tmp", "home"] {
-            std::fs::create_dir_all(dir.join(sub))?;
+            make_dir(&dir.join(sub))?;
         }
         for (path, text) in files {
             write_atomic(&path, text.as_bytes())?;

@@ -164,7 +164,8 @@ async fn cluster_status(
         .ansible_dir()
         .join("tmp")
         .join(format!("status-{}.json", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(workspace.ansible_dir().join("tmp")).map_err(ApiError::internal)?;
+    crate::workspace::make_dir(&workspace.ansible_dir().join("tmp"))
+        .map_err(super::workspace_files_error(&workspace))?;
     let mut spec = status_job(
         &state.config,
         &workspace,

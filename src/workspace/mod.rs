@@ -76,6 +76,7 @@ impl Workspace {
         if self.root.exists() && !self.root.join(META).is_file() {
             self.remove()?;
         }
+        fs::create_dir_all(&self.root)?;
         self.ensure()?;
         let meta = serde_json::json!({
             "name": self.name,
@@ -176,11 +177,17 @@ impl Workspace {
     }
 
     /// Creates the workspace directories; the workspace is private to the
-    /// server's user (state files hold sensitive outputs in clear).
+    /// server's user (state files hold sensitive outputs in clear). Only
+    /// `default` is created here when missing: another workspace's root comes
+    /// from `create`, and when it is gone (removed since the request checked
+    /// it) this fails with `NotFound` instead of leaving empty directories.
     pub fn ensure(&self) -> io::Result<()> {
         use std::os::unix::fs::PermissionsExt;
+        if self.name == "default" {
+            fs::create_dir_all(&self.root)?;
+        }
         for dir in [self.terraform_dir(), self.plans_dir(), self.ansible_dir()] {
-            fs::create_dir_all(dir)?;
+            make_dir(&dir)?;
         }
         fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700))
     }
@@ -218,7 +225,7 @@ const META: &str = "workspace.json";
 const MANIFEST: &str = ".pgcluster-stack-files";
 
 fn mirror(from: &Path, to: &Path, relative: &Path, copied: &mut Vec<String>) -> io::Result<()> {
-    fs::create_dir_all(to)?;
+    make_dir(to)?;
     for entry in fs::read_dir(from)? {
         let entry = entry?;
         let name = entry.file_name();
@@ -252,6 +259,15 @@ fn mirror(from: &Path, to: &Path, relative: &Path, copied: &mut Vec<String>) -> 
     Ok(())
 }
 
+/// Creates `path` unless it is there; its parent must exist (so a directory
+/// of a workspace removed meanwhile is not brought back).
+pub fn make_dir(path: &Path) -> io::Result<()> {
+    match fs::create_dir(path) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+        other => other,
+    }
+}
+
 /// Like `write_atomic`, without forcing the content to disk first.
 fn replace(path: &Path, content: &[u8]) -> io::Result<()> {
     let dir = path
@@ -277,12 +293,12 @@ where
 }
 
 /// Writes a file so readers see the old content or the new, never a mix:
-/// a temporary file in the same directory, synced, then renamed over.
+/// a temporary file in the same directory (which must exist), synced, then
+/// renamed over.
 pub fn write_atomic(path: &Path, content: &[u8]) -> io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::other("path has no parent directory"))?;
-    fs::create_dir_all(dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     tmp.write_all(content)?;
     tmp.as_file().sync_all()?;
@@ -321,8 +337,9 @@ mod tests {
             creator.join().unwrap();
             assert!(removed.is_ok(), "round {round}: {removed:?}");
             assert!(!ws.exists());
-            // What the creator made after the removal is no workspace, and
-            // creating one of the same name starts afresh.
+            // The creator brought nothing back, and creating a workspace of
+            // the same name starts afresh.
+            assert!(!ws.root().exists(), "round {round}");
             ws.create("stack").unwrap();
             assert_eq!(fs::read_dir(ws.terraform_dir()).unwrap().count(), 0);
             fs::remove_dir_all(ws.root()).unwrap();
@@ -331,6 +348,29 @@ mod tests {
             .unwrap()
             .collect();
         assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn a_removed_workspace_is_not_brought_back_by_a_late_request() {
+        let stack = tempfile::tempdir().unwrap();
+        fs::create_dir(stack.path().join("modules")).unwrap();
+        fs::write(stack.path().join("modules/a.tf"), "#").unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let ws = Workspace::new(data.path(), "gone");
+        ws.create("stack").unwrap();
+        ws.remove().unwrap();
+        let kind = |r: io::Result<()>| r.unwrap_err().kind();
+        assert_eq!(kind(ws.ensure()), io::ErrorKind::NotFound);
+        assert_eq!(kind(ws.sync_stack(stack.path())), io::ErrorKind::NotFound);
+        assert_eq!(
+            kind(write_atomic(&ws.tfvars(), b"x = 1")),
+            io::ErrorKind::NotFound
+        );
+        assert!(!ws.root().exists());
+        // `default` is made on first use.
+        let default = Workspace::new(data.path(), "default");
+        default.sync_stack(stack.path()).unwrap();
+        assert!(default.terraform_dir().join("modules/a.tf").is_file());
     }
 
     #[test]

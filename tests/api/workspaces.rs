@@ -235,6 +235,9 @@ async fn deleting_a_workspace_while_runs_start_on_it_never_fails_the_server() {
             let again = delete().await;
             assert!([200, 409].contains(&again), "round {round}: delete {again}");
         }
+        // A run that started on it afterwards brought no directory back.
+        let root = app.data_dir.join("workspaces/race");
+        assert!(!root.exists(), "round {round}: {root:?} is back");
     }
 }
 
