@@ -12,7 +12,7 @@ use tower_http::trace::TraceLayer;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::config::Config;
-use crate::domain::StackVariables;
+use crate::domain::StackCache;
 use crate::error::ApiError;
 use crate::render::Renderer;
 use crate::routes;
@@ -29,6 +29,8 @@ pub struct AppState {
     pub runner: Runner,
     /// The templates of `TEMPLATE_DIR`.
     pub renderer: Arc<Renderer>,
+    /// The stacks' variables, parsed once per change of their files.
+    pub stacks: Arc<StackCache>,
     /// Modification time of the vault file whose values the runner masks.
     pub vault_learned: Arc<std::sync::Mutex<Option<std::time::SystemTime>>>,
 }
@@ -54,7 +56,9 @@ impl AppState {
             .map_err(|e| format!("DATA_DIR: cannot create {}: {e}", config.data_dir.display()))?;
         std::fs::create_dir_all(&config.log_dir)
             .map_err(|e| format!("LOG_DIR: cannot create {}: {e}", config.log_dir.display()))?;
-        StackVariables::from_dir(&config.terraform_dir)
+        let stacks = StackCache::default();
+        stacks
+            .get(&config.terraform_dir)
             .map_err(|e| format!("TERRAFORM_DIR: {e}"))?;
         let renderer =
             Renderer::load(&config.template_dir).map_err(|e| format!("TEMPLATE_DIR: {e}"))?;
@@ -78,6 +82,7 @@ impl AppState {
             config: Arc::new(config),
             runner,
             renderer: Arc::new(renderer),
+            stacks: Arc::new(stacks),
             vault_learned: Arc::default(),
         })
     }

@@ -12,7 +12,7 @@ pub use host::HostAddress;
 pub use key_path::KeyPath;
 pub use pg_setting::{PgSettingName, PgSettingValue};
 pub use postgresql_version::PostgresqlVersion;
-pub use tfvars::{StackVariables, TfType, VariableSpec};
+pub use tfvars::{StackCache, StackVariables, TfType, VariableSpec};
 pub use workspace_name::WorkspaceName;
 
 use serde::Deserialize;

@@ -1,7 +1,10 @@
 //! Terraform variables: what the stack declares (read from its `*.tf` files
 //! with an HCL parser) and the values a request may give them.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::SystemTime;
 
 use hcl::eval::{Context, Evaluate, FuncArgs, FuncDef, ParamType};
 use hcl::{Body, Expression, ObjectKey};
@@ -192,8 +195,8 @@ fn declare_functions(ctx: &mut Context<'_>) {
                 let (Some(pattern), Some(text)) = (a[0].as_str(), a[1].as_str()) else {
                     return Err("regex() takes two strings".into());
                 };
-                let re = regex::Regex::new(pattern).map_err(|e| e.to_string())?;
-                re.find(text)
+                compiled(pattern)?
+                    .find(text)
                     .map(|m| hcl::Value::from(m.as_str()))
                     .ok_or_else(|| "no match".to_string())
             }),
@@ -217,6 +220,78 @@ fn declare_functions(ctx: &mut Context<'_>) {
     );
 }
 
+/// `pattern` compiled, once per pattern: the validations of a stack run at
+/// every `generate`, and compiling a regex costs more than matching it.
+fn compiled(pattern: &str) -> Result<regex::Regex, String> {
+    static COMPILED: OnceLock<Mutex<HashMap<String, regex::Regex>>> = OnceLock::new();
+    let mut compiled = COMPILED.get_or_init(Mutex::default).lock().unwrap();
+    if let Some(re) = compiled.get(pattern) {
+        return Ok(re.clone());
+    }
+    let re = regex::Regex::new(pattern).map_err(|e| e.to_string())?;
+    // Patterns come from the stacks' files: few, unless the files keep changing.
+    if compiled.len() >= 256 {
+        compiled.clear();
+    }
+    compiled.insert(pattern.to_string(), re.clone());
+    Ok(re)
+}
+
+/// The `*.tf` files directly in `dir`: `variables.tf` first, then the rest
+/// by name (a stable declaration order).
+fn stack_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read stack directory {}: {e}", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "tf") && path.is_file())
+        .collect();
+    files.sort_by_key(|p| (p.file_name() != Some("variables.tf".as_ref()), p.clone()));
+    Ok(files)
+}
+
+/// What a stack file looked like when it was parsed.
+type FileStamp = (PathBuf, u64, Option<SystemTime>);
+
+/// A stack as parsed, and its files' stamps then.
+type Parsed = (Vec<FileStamp>, Arc<StackVariables>);
+
+/// Stacks parsed once and again only when one of their `*.tf` files is
+/// added, removed or changed (size or modification time). Every `generate`
+/// checks its variables against the stack; parsing it for each request was
+/// about a fifth of the request's CPU.
+#[derive(Default)]
+pub struct StackCache {
+    stacks: Mutex<HashMap<PathBuf, Parsed>>,
+}
+
+impl StackCache {
+    /// The variables of the stack in `dir`, as `StackVariables::from_dir`.
+    pub fn get(&self, dir: &Path) -> Result<Arc<StackVariables>, String> {
+        let files = stack_files(dir)?;
+        // Stamped before reading: a change made meanwhile is seen next time.
+        let stamps: Vec<FileStamp> = files
+            .iter()
+            .map(|f| {
+                let meta = std::fs::metadata(f).ok();
+                let len = meta.as_ref().map_or(0, |m| m.len());
+                (f.clone(), len, meta.and_then(|m| m.modified().ok()))
+            })
+            .collect();
+        if let Some((seen, parsed)) = self.stacks.lock().unwrap().get(dir)
+            && *seen == stamps
+        {
+            return Ok(parsed.clone());
+        }
+        let parsed = Arc::new(StackVariables::from_files(&files)?);
+        self.stacks
+            .lock()
+            .unwrap()
+            .insert(dir.to_path_buf(), (stamps, parsed.clone()));
+        Ok(parsed)
+    }
+}
+
 /// The variables a stack declares, in declaration order.
 #[derive(Clone, Debug, Default)]
 pub struct StackVariables {
@@ -226,17 +301,13 @@ pub struct StackVariables {
 impl StackVariables {
     /// Reads every `variable` block of the `*.tf` files directly in `dir`.
     pub fn from_dir(dir: &Path) -> Result<StackVariables, String> {
-        let mut files: Vec<_> = std::fs::read_dir(dir)
-            .map_err(|e| format!("cannot read stack directory {}: {e}", dir.display()))?
-            .filter_map(Result::ok)
-            .map(|entry| entry.path())
-            .filter(|path| path.extension().is_some_and(|ext| ext == "tf") && path.is_file())
-            .collect();
-        // variables.tf first, then the rest by name: a stable declaration order.
-        files.sort_by_key(|p| (p.file_name() != Some("variables.tf".as_ref()), p.clone()));
+        StackVariables::from_files(&stack_files(dir)?)
+    }
+
+    fn from_files(files: &[PathBuf]) -> Result<StackVariables, String> {
         let mut variables = Vec::new();
         for file in files {
-            let text = std::fs::read_to_string(&file)
+            let text = std::fs::read_to_string(file)
                 .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
             let parsed =
                 StackVariables::parse(&text).map_err(|e| format!("{}: {e}", file.display()))?;
@@ -573,6 +644,39 @@ fn write_hcl_string(s: &str, out: &mut String) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_cached_stack_is_parsed_again_only_when_its_files_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+        write("variables.tf", r#"variable "a" { type = string }"#);
+        let cache = StackCache::default();
+        let first = cache.get(dir.path()).unwrap();
+        assert!(Arc::ptr_eq(&first, &cache.get(dir.path()).unwrap()));
+        let names = |s: &StackVariables| -> Vec<String> {
+            s.variables.iter().map(|v| v.name.clone()).collect()
+        };
+        assert_eq!(names(&first), ["a"]);
+
+        write("variables.tf", r#"variable "ab" { type = string }"#);
+        assert_eq!(names(&cache.get(dir.path()).unwrap()), ["ab"]);
+        write("more.tf", r#"variable "c" { default = 1 }"#);
+        assert_eq!(names(&cache.get(dir.path()).unwrap()), ["ab", "c"]);
+        std::fs::remove_file(dir.path().join("more.tf")).unwrap();
+        assert_eq!(names(&cache.get(dir.path()).unwrap()), ["ab"]);
+        // A broken file is an error each time, not a stale answer.
+        write("variables.tf", r#"variable "ab" {"#);
+        assert!(cache.get(dir.path()).is_err());
+        assert!(cache.get(dir.path()).is_err());
+    }
+
+    #[test]
+    fn a_regex_is_compiled_once_and_a_bad_one_is_an_error() {
+        let first = compiled("^[a-z]+$").unwrap();
+        assert!(first.is_match("abc"));
+        assert!(compiled("^[a-z]+$").unwrap().is_match("xyz"));
+        assert!(compiled("(").is_err());
+    }
 
     const STACK: &str = r#"
 variable "bastion_key_pair" {

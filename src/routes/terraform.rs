@@ -9,7 +9,7 @@ use utoipa_axum::routes;
 
 use super::{PreferAsync, RunReply, RunResult, SeesSecrets, StartedBy, WorkspaceParam};
 use crate::domain::RunOptions;
-use crate::domain::tfvars::{StackVariables, conform};
+use crate::domain::tfvars::conform;
 use crate::error::{ApiError, ErrorBody, OptionalJson};
 use crate::runner::{JobHandle, JobSpec, RunOutput};
 use crate::startup::AppState;
@@ -108,7 +108,7 @@ impl Tfvars {
         given: &Map<String, Value>,
     ) -> Result<Tfvars, ApiError> {
         let stack_dir = state.stack_dir(workspace);
-        let stack = StackVariables::from_dir(&stack_dir).map_err(ApiError::internal)?;
+        let stack = state.stacks.get(&stack_dir).map_err(ApiError::internal)?;
 
         let unknown: Vec<String> = given
             .keys()

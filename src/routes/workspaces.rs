@@ -11,7 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{DEFAULT_WORKSPACE, WorkspaceParam};
-use crate::domain::{StackVariables, WorkspaceName};
+use crate::domain::WorkspaceName;
 use crate::error::{ApiError, ApiJson, ErrorBody};
 use crate::startup::AppState;
 use crate::workspace::{Holder, Workspace, off_runtime};
@@ -191,9 +191,7 @@ fn known_stacks(state: &AppState) -> Vec<String> {
             entries
                 .filter_map(Result::ok)
                 .filter(|e| e.path().is_dir())
-                .filter(|e| {
-                    StackVariables::from_dir(&e.path()).is_ok_and(|s| !s.variables.is_empty())
-                })
+                .filter(|e| (state.stacks.get(&e.path())).is_ok_and(|s| !s.variables.is_empty()))
                 .filter_map(|e| e.file_name().to_str().map(String::from))
                 .collect()
         })
