@@ -7,12 +7,31 @@ use pgcluster_api::telemetry;
 
 fn main() -> ExitCode {
     match cli::parse(std::env::args_os().skip(1)) {
-        Ok(Command::Serve) => serve(),
+        Ok(Command::Serve) => {
+            keep_large_buffers_mapped();
+            serve()
+        }
         Ok(command) => cli::run(command),
         Err(err) => {
             eprintln!("pgcluster-api: {err}\n\n{}", cli::USAGE);
             ExitCode::from(2)
         }
+    }
+}
+
+/// Allocations of 128 KiB and more get mappings of their own, returned to
+/// the system when freed. By default glibc raises that threshold each time
+/// such a block is freed, and later large blocks are then carved out of its
+/// heaps, which keep the space once they are freed. With 100 followers
+/// replaying a job's log, the peak was about 40 MiB in most runs of
+/// `scripts/bench.sh memory` and 58-86 MiB in some; with the threshold held,
+/// at most 57 MiB in ten figures (bench/notes.md).
+fn keep_large_buffers_mapped() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt sets one parameter of the allocator; no thread but this
+    // one runs yet.
+    unsafe {
+        nix::libc::mallopt(nix::libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
 }
 
