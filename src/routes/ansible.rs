@@ -268,7 +268,7 @@ pub(crate) async fn write_configuration(
         Ok(())
     })
     .await
-    .map_err(ApiError::internal)?;
+    .map_err(super::workspace_files_error(workspace))?;
     Ok(Inventory {
         bastion: cluster.bastion.as_str().to_string(),
         primary: cluster.primary.as_str().to_string(),

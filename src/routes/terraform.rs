@@ -176,6 +176,7 @@ impl Tfvars {
         hold: Option<LockGuard>,
     ) -> Result<(), ApiError> {
         let stack = state.stack_dir(workspace);
+        let files_error = super::workspace_files_error(workspace);
         let workspace = workspace.clone();
         let rendered = self.rendered.clone();
         off_runtime(move || {
@@ -184,7 +185,7 @@ impl Tfvars {
             write_atomic(&workspace.tfvars(), rendered.as_bytes())
         })
         .await
-        .map_err(ApiError::internal)
+        .map_err(files_error)
     }
 }
 
