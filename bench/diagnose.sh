@@ -7,11 +7,14 @@
 #   bench/diagnose.sh cost     server CPU time to take in 4 jobs x 50 MB printed
 #                              as fast as possible (lower is better), and
 #                              whether every line was stored and logged
-#   bench/diagnose.sh sched    where the load figure's tail comes from: paced
-#                              GET /jobs/{id} in 3 s windows, the 4 x 10 MB/s
-#                              jobs stopped and running in turn, under `perf
-#                              sched`: each kind of thread's run time and its
-#                              wait for a core at each wake-up, p50/p99/max
+#   bench/diagnose.sh sched [generate]
+#                              where the load figure's tail comes from: paced
+#                              GET /jobs/{id} (wrk -c4), or POST
+#                              /terraform/generate (wrk -c1), in 3 s windows,
+#                              the 4 x 10 MB/s jobs stopped and running in
+#                              turn, under `perf sched`: each kind of thread's
+#                              run time and its wait for a core at each
+#                              wake-up, p50/p99/max
 # SERVER=path runs another server binary (to compare two builds).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -108,6 +111,13 @@ case "${1:-}" in
   sched)
     start JOB_LOG_MAX_BYTES=268435456
     idle_job=$(job /terraform/output); wait_job "$idle_job"
+    # The same request as scripts/bench.sh's (examples/bench.rs GENERATE_BODY).
+    case "${2:-}" in
+      generate) endpoint="POST /terraform/generate, wrk -c1"; connections=1; url="$base/terraform/generate"
+        body='{"bastion_key_pair": "bench-bastion", "db_key_pair": "bench-db", "replica_count": "2", "environment": "bench"}' ;;
+      "") endpoint="GET /jobs/{id}, wrk -c4"; connections=4; url="$base/jobs/$idle_job"; body="" ;;
+      *) echo "usage: $0 sched [generate]" >&2; exit 2 ;;
+    esac
     echo 2000000000 >"$tmp/fake/bytes"; echo 10000000 >"$tmp/fake/rate"
     ids=$(for _ in 1 2 3 4; do job /terraform/output; done)
     groups=""
@@ -121,16 +131,16 @@ case "${1:-}" in
       case $state in idle) sig=STOP ;; *) sig=CONT ;; esac
       for g in $groups; do kill -"$sig" -- "-$g"; done
       sleep 0.3
-      perf sched record -o "$tmp/$state.data" -- env WRK_DELAY_MS=1 \
-        wrk -t1 -c4 -d3s -s "$repo/bench/wrk/report.lua" "$base/jobs/$idle_job" \
+      perf sched record -o "$tmp/$state.data" -- env WRK_DELAY_MS=1 WRK_BODY="$body" \
+        wrk -t1 -c"$connections" -d3s -s "$repo/bench/wrk/report.lua" "$url" \
         2>/dev/null | grep '^{' >>"$tmp/$state.wrk" || true
       perf sched timehist -i "$tmp/$state.data" 2>/dev/null >>"$tmp/$state.hist"
     done
     for g in $groups; do kill -CONT -- "-$g"; done
     for id in $ids; do curl -fs -X POST "$base/jobs/$id/cancel" >/dev/null; done
-    python3 - "$tmp" <<'PY'
+    python3 - "$tmp" "$endpoint" <<'PY'
 import json, sys
-tmp = sys.argv[1]
+tmp, endpoint = sys.argv[1], sys.argv[2]
 def kind(name):
     if name.startswith("tokio-rt-worker"): return "request workers"
     if name.startswith("job-output"): return "job output threads"
@@ -145,7 +155,7 @@ def pct(values, p):
     return values[min(len(values) - 1, int(p / 100 * len(values)))] if values else float("nan")
 for state in ("idle", "loaded"):
     wrk = [json.loads(l) for l in open(f"{tmp}/{state}.wrk") if l.strip()]
-    print(f"== {state}: GET /jobs/{{id}}, wrk -c4 pausing 1 ms, {len(wrk)} windows of 3 s")
+    print(f"== {state}: {endpoint} pausing 1 ms, {len(wrk)} windows of 3 s")
     print("   client latency p50/p99 per window (ms): " + ", ".join(
         f"{w['p50_us'] / 1000:.2f}/{w['p99_us'] / 1000:.2f}" for w in wrk))
     delays, run = {}, {}

@@ -12,6 +12,7 @@ pub mod render;
 pub mod request_id;
 pub mod routes;
 pub mod runner;
+pub mod scheduling;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

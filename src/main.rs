@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use pgcluster_api::cli::{self, Command};
 use pgcluster_api::config::Config;
 use pgcluster_api::startup::Application;
-use pgcluster_api::telemetry;
+use pgcluster_api::{scheduling, telemetry};
 
 fn main() -> ExitCode {
     match cli::parse(std::env::args_os().skip(1)) {
@@ -35,8 +35,20 @@ fn keep_large_buffers_mapped() {
     }
 }
 
-#[tokio::main]
-async fn serve() -> ExitCode {
+fn serve() -> ExitCode {
+    let runtime = match scheduling::request_runtime() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // This thread accepts the connections.
+    scheduling::prefer_this_thread();
+    runtime.block_on(run())
+}
+
+async fn run() -> ExitCode {
     let config = match Config::load() {
         Ok(config) => config,
         Err(err) => {

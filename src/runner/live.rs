@@ -164,6 +164,8 @@ impl LiveLog {
             if let Err(err) = store.append_log(job_id, batch).await {
                 tracing::error!(job_id = %job_id, error = %err, "could not store job log lines");
             }
+            // On the output runtime (see `pump`): requests run first.
+            crate::scheduling::give_way();
             {
                 let mut inner = self.inner.lock().unwrap();
                 let inner = &mut *inner;

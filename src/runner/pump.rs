@@ -5,9 +5,11 @@
 //! On a busy machine, requests then get the CPU first and a job's output
 //! waits: its child blocks on its full pipe until the output is read, so
 //! nothing is lost, only later. Storing the lines runs here too (`live`),
-//! on this runtime's blocking threads, at the same priority. The children
-//! themselves are started (and waited for) from the main runtime, and so run
-//! at the server's priority.
+//! on this runtime's blocking threads, at the same priority; after each
+//! batch, read or stored, the thread gives way to any thread waiting for
+//! its core (see `scheduling`). The children themselves are started (and
+//! waited for) from the main runtime, and run at the server's priority with
+//! the kernel's default slice.
 //!
 //! The price: a request that writes a job record (starting or ending a job)
 //! may wait for a batch of log lines being stored at the lower priority;
@@ -26,6 +28,7 @@ use tokio::task::JoinHandle;
 
 use super::Sink;
 use super::lines::read_lines;
+use crate::scheduling;
 use crate::store::Stream;
 
 static RUNTIME: OnceLock<Runtime> = OnceLock::new();
@@ -42,7 +45,7 @@ where
         // Set as a value, not a step from whatever a thread started with: a
         // blocking thread is started by a worker that already runs lower.
         let target = (nice != 0)
-            .then(nice_of_this_thread)
+            .then(scheduling::nice_of_this_thread)
             .flatten()
             .map(|ours| (ours + nice).min(19));
         // Few threads: every thread that allocates costs memory (allocator
@@ -53,8 +56,14 @@ where
             .max_blocking_threads(2)
             .thread_name("job-output")
             .on_thread_start(move || {
-                if let Some(target) = target {
-                    set_nice_of_this_thread(target);
+                if let Some(target) = target
+                    && let Err(err) = scheduling::set_nice_of_this_thread(target)
+                {
+                    tracing::warn!(
+                        nice = target,
+                        error = %err,
+                        "could not lower the priority of a job output thread"
+                    );
                 }
             })
             .enable_all()
@@ -62,32 +71,6 @@ where
             .expect("the job output runtime starts")
     });
     runtime.spawn(future)
-}
-
-/// This thread's nice value (Linux schedules threads, not processes: each
-/// has its own).
-fn nice_of_this_thread() -> Option<i32> {
-    use nix::errno::Errno;
-    use nix::libc::{PRIO_PROCESS, getpriority};
-    let tid = nix::unistd::gettid().as_raw() as nix::libc::id_t;
-    Errno::clear();
-    // SAFETY: getpriority only reads its integer arguments.
-    let nice = unsafe { getpriority(PRIO_PROCESS, tid) };
-    (nice != -1 || Errno::last_raw() == 0).then_some(nice)
-}
-
-/// Sets this thread's nice value; the other threads keep theirs.
-fn set_nice_of_this_thread(nice: i32) {
-    use nix::libc::{PRIO_PROCESS, setpriority};
-    let tid = nix::unistd::gettid().as_raw() as nix::libc::id_t;
-    // SAFETY: setpriority only reads its integer arguments.
-    if unsafe { setpriority(PRIO_PROCESS, tid, nice) } != 0 {
-        tracing::warn!(
-            nice,
-            error = %std::io::Error::last_os_error(),
-            "could not lower the priority of a job output thread"
-        );
-    }
 }
 
 /// The output side of a running child, seen from its supervisor.
@@ -236,6 +219,8 @@ async fn pump(
                     // Show (and store) a burst as soon as it is read, in batches.
                     if sink.wants_flush() || rx.is_empty() {
                         sink.flush().await;
+                        // Requests waiting for this core run first.
+                        scheduling::give_way();
                     }
                 }
                 None => break,

@@ -383,3 +383,77 @@ async fn json_logs_carry_the_request_id_of_the_job_they_belong_to() {
         "{app_log}"
     );
 }
+
+/// A thread's or process's scheduler slice, from `/proc/.../sched` (Linux
+/// 6.12 and later report the slice a thread asked for there).
+fn slice_of(proc_dir: &std::path::Path) -> Option<u64> {
+    let sched = std::fs::read_to_string(proc_dir.join("sched")).ok()?;
+    let line = sched.lines().find(|l| l.starts_with("se.slice"))?;
+    line.rsplit(':').next()?.trim().parse().ok()
+}
+
+fn kernel_has_custom_slices() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major: u32 = parts.next().unwrap().parse().unwrap();
+    let minor: u32 = parts.next().unwrap().parse().unwrap();
+    (major, minor) >= (6, 12)
+}
+
+/// Requests are answered by threads that ask for a short scheduler slice
+/// (they get a core as soon as they wake); the jobs' output threads and the
+/// tools themselves keep the kernel's default.
+#[tokio::test]
+async fn request_threads_ask_for_a_short_slice_and_the_tools_do_not() {
+    if !kernel_has_custom_slices() {
+        return; // the kernel has no per-thread slices
+    }
+    let root = tempfile::tempdir().unwrap();
+    let fake_dir = root.path().join("fake");
+    let server = ServerProcess::start(
+        root.path(),
+        &[("SHUTDOWN_GRACE_SECS", "1"), ("CANCEL_GRACE_SECS", "1")],
+    )
+    .await;
+    std::fs::write(fake_dir.join("sleep"), "120").unwrap();
+    let (status, started) = server.post("/terraform/plan", json!({"async": true})).await;
+    assert_eq!(status, 202, "{started}");
+    wait_until("the tool started", || {
+        fake_dir.join("calls/000/pid").exists()
+    })
+    .await;
+    let tool_pid = pid_of(&fake_dir.join("calls/000"));
+    let tool = std::path::PathBuf::from(format!("/proc/{tool_pid}"));
+
+    let mut slices: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    let tasks = format!("/proc/{}/task", server.child.id());
+    for task in std::fs::read_dir(tasks).unwrap().filter_map(Result::ok) {
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap();
+        if let Some(slice) = slice_of(&task.path()) {
+            slices
+                .entry(name.trim().to_string())
+                .or_default()
+                .push(slice);
+        }
+    }
+    let request = &slices["tokio-rt-worker"];
+    assert!(
+        request.iter().all(|&s| s == 100_000),
+        "request threads: {slices:?}"
+    );
+    let output = &slices["job-output"];
+    assert!(
+        output.iter().all(|&s| s > 100_000),
+        "job output threads keep the default: {slices:?}"
+    );
+    let tool_slice = slice_of(&tool).expect("the tool's slice");
+    assert!(
+        tool_slice > 100_000,
+        "the tool keeps the default: {tool_slice}"
+    );
+
+    terminate(server.child.id());
+    let mut server = server;
+    server.child.wait().unwrap();
+    assert!(!alive(tool_pid), "the job's processes were stopped");
+}
