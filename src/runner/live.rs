@@ -41,8 +41,12 @@ pub enum JobEvent {
 const EVENT_BUFFER: usize = 1024;
 /// Lines handed to followers but not stored yet, past which the job stops
 /// reading its child until the store catches up (the child then waits on its
-/// pipe: nothing is lost).
-const UNSTORED_MAX_BYTES: usize = 256 * 1024;
+/// pipe: nothing is lost). A follower near the end of its replay copies them
+/// before each store read, and waits for its turn at the reader holding the
+/// copy: with 100 followers, 256 KiB here made peaks of 56-75 MiB once the
+/// request threads took the CPU first (the store then lags), against 38-41
+/// MiB with 64 KiB (bench/notes.md). A little over one store batch.
+const UNSTORED_MAX_BYTES: usize = 64 * 1024;
 /// Most lines stored in one transaction: small enough that a job record
 /// written meanwhile does not wait long for the connection.
 const STORE_BATCH: usize = 512;
