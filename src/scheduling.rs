@@ -36,6 +36,19 @@ pub fn prefer_this_thread() {
     }
 }
 
+/// Whether the kernel grants (and reports) a thread's own slice: Linux 6.12
+/// and later.
+pub fn kernel_has_custom_slices() -> bool {
+    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
+        return false;
+    };
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|part| part.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (6, 12)
+}
+
 /// Lets any thread waiting for this core run first (see `runner::pump`).
 pub(crate) fn give_way() {
     // SAFETY: sched_yield takes no arguments and cannot fail on Linux.
@@ -121,15 +134,6 @@ fn slice_of_this_thread() -> io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Linux reports a thread's slice (`sched_getattr`) from 6.12 on.
-    fn kernel_has_custom_slices() -> bool {
-        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
-        let mut parts = release.split(|c: char| !c.is_ascii_digit());
-        let major: u32 = parts.next().unwrap().parse().unwrap();
-        let minor: u32 = parts.next().unwrap().parse().unwrap();
-        (major, minor) >= (6, 12)
-    }
 
     #[test]
     fn a_request_thread_has_the_short_slice_and_what_it_starts_does_not() {

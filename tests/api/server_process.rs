@@ -249,6 +249,27 @@ async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
     panic!("timed out waiting until {what}");
 }
 
+/// The binary (1 s shutdown and cancel grace) running a plan whose tool
+/// prints for two minutes: the server, the job id, the tool's pid.
+async fn start_with_a_long_plan(root: &std::path::Path) -> (ServerProcess, String, i32) {
+    let fake_dir = root.join("fake");
+    let server = ServerProcess::start(
+        root,
+        &[("SHUTDOWN_GRACE_SECS", "1"), ("CANCEL_GRACE_SECS", "1")],
+    )
+    .await;
+    std::fs::write(fake_dir.join("sleep"), "120").unwrap();
+    let (status, started) = server.post("/terraform/plan", json!({"async": true})).await;
+    assert_eq!(status, 202, "{started}");
+    let id = started["job_id"].as_str().unwrap().to_string();
+    wait_until("the tool started", || {
+        fake_dir.join("calls/000/pid").exists()
+    })
+    .await;
+    let tool_pid = pid_of(&fake_dir.join("calls/000"));
+    (server, id, tool_pid)
+}
+
 #[tokio::test]
 async fn a_job_left_running_by_a_killed_server_is_interrupted_after_restart() {
     let root = tempfile::tempdir().unwrap();
@@ -304,20 +325,7 @@ async fn a_job_left_running_by_a_killed_server_is_interrupted_after_restart() {
 #[tokio::test]
 async fn sigterm_lets_jobs_finish_within_the_grace_period_then_cancels_them() {
     let root = tempfile::tempdir().unwrap();
-    let fake_dir = root.path().join("fake");
-    let server = ServerProcess::start(
-        root.path(),
-        &[("SHUTDOWN_GRACE_SECS", "1"), ("CANCEL_GRACE_SECS", "1")],
-    )
-    .await;
-    std::fs::write(fake_dir.join("sleep"), "120").unwrap();
-    let (_, started) = server.post("/terraform/plan", json!({"async": true})).await;
-    let id = started["job_id"].as_str().unwrap().to_string();
-    wait_until("the tool started", || {
-        fake_dir.join("calls/000/pid").exists()
-    })
-    .await;
-    let tool_pid = pid_of(&fake_dir.join("calls/000"));
+    let (server, id, tool_pid) = start_with_a_long_plan(root.path()).await;
 
     terminate(server.child.id());
     let mut server = server;
@@ -392,37 +400,16 @@ fn slice_of(proc_dir: &std::path::Path) -> Option<u64> {
     line.rsplit(':').next()?.trim().parse().ok()
 }
 
-fn kernel_has_custom_slices() -> bool {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
-    let mut parts = release.split(|c: char| !c.is_ascii_digit());
-    let major: u32 = parts.next().unwrap().parse().unwrap();
-    let minor: u32 = parts.next().unwrap().parse().unwrap();
-    (major, minor) >= (6, 12)
-}
-
 /// Requests are answered by threads that ask for a short scheduler slice
 /// (they get a core as soon as they wake); the jobs' output threads and the
 /// tools themselves keep the kernel's default.
 #[tokio::test]
 async fn request_threads_ask_for_a_short_slice_and_the_tools_do_not() {
-    if !kernel_has_custom_slices() {
+    if !pgcluster_api::scheduling::kernel_has_custom_slices() {
         return; // the kernel has no per-thread slices
     }
     let root = tempfile::tempdir().unwrap();
-    let fake_dir = root.path().join("fake");
-    let server = ServerProcess::start(
-        root.path(),
-        &[("SHUTDOWN_GRACE_SECS", "1"), ("CANCEL_GRACE_SECS", "1")],
-    )
-    .await;
-    std::fs::write(fake_dir.join("sleep"), "120").unwrap();
-    let (status, started) = server.post("/terraform/plan", json!({"async": true})).await;
-    assert_eq!(status, 202, "{started}");
-    wait_until("the tool started", || {
-        fake_dir.join("calls/000/pid").exists()
-    })
-    .await;
-    let tool_pid = pid_of(&fake_dir.join("calls/000"));
+    let (server, _, tool_pid) = start_with_a_long_plan(root.path()).await;
     let tool = std::path::PathBuf::from(format!("/proc/{tool_pid}"));
 
     let mut slices: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
