@@ -175,7 +175,7 @@ pub(crate) fn workspace_files_error(workspace: &Workspace) -> impl Fn(std::io::E
 }
 
 /// The workspace the original routes act on.
-pub const DEFAULT_WORKSPACE: &str = "default";
+pub const DEFAULT_WORKSPACE: &str = crate::workspace::DEFAULT;
 
 impl AppState {
     pub fn workspace(&self, name: &str) -> Workspace {

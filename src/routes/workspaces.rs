@@ -191,7 +191,12 @@ fn known_stacks(state: &AppState) -> Vec<String> {
             entries
                 .filter_map(Result::ok)
                 .filter(|e| e.path().is_dir())
-                .filter(|e| (state.stacks.get(&e.path())).is_ok_and(|s| !s.variables.is_empty()))
+                .filter(|e| {
+                    state
+                        .stacks
+                        .get(&e.path())
+                        .is_ok_and(|s| !s.variables.is_empty())
+                })
                 .filter_map(|e| e.file_name().to_str().map(String::from))
                 .collect()
         })

@@ -59,7 +59,12 @@ impl Workspace {
 
     /// Whether the workspace was created (`default` always exists).
     pub fn exists(&self) -> bool {
-        self.name == "default" || self.root.join(META).is_file()
+        self.is_default() || self.root.join(META).is_file()
+    }
+
+    /// `default`: made on first use, never created or removed by a request.
+    fn is_default(&self) -> bool {
+        self.name == DEFAULT
     }
 
     /// The stack this workspace runs, by name (a directory next to
@@ -183,7 +188,7 @@ impl Workspace {
     /// it) this fails with `NotFound` instead of leaving empty directories.
     pub fn ensure(&self) -> io::Result<()> {
         use std::os::unix::fs::PermissionsExt;
-        if self.name == "default" {
+        if self.is_default() {
             fs::create_dir_all(&self.root)?;
         }
         for dir in [self.terraform_dir(), self.plans_dir(), self.ansible_dir()] {
@@ -217,6 +222,10 @@ impl Workspace {
         write_atomic(&manifest_path, manifest.as_bytes())
     }
 }
+
+/// The workspace that exists without being created (the original routes'
+/// one).
+pub const DEFAULT: &str = "default";
 
 /// The workspace's own record: its name and stack.
 const META: &str = "workspace.json";
