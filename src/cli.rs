@@ -5,7 +5,7 @@
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use crate::auth::{self, Scope, TokenEntry};
+use crate::tokens::{self, Scope, TokenEntry};
 
 pub const USAGE: &str = "\
 usage:
@@ -69,7 +69,7 @@ fn create_options(options: &[&str]) -> Result<Command, String> {
         }
     }
     let name = name.ok_or("token create: --name is required")?;
-    auth::check_name(&name).map_err(|e| format!("token create: --name: {e}"))?;
+    tokens::check_name(&name).map_err(|e| format!("token create: --name: {e}"))?;
     let scope = scope
         .ok_or("token create: --scope is required")?
         .parse()
@@ -89,7 +89,11 @@ pub fn run(command: Command) -> ExitCode {
         Command::OpenApi => {
             use std::io::Write;
             // A reader that stops early (`| head`) is no reason to panic.
-            match writeln!(std::io::stdout().lock(), "{}", crate::openapi::json()) {
+            match writeln!(
+                std::io::stdout().lock(),
+                "{}",
+                crate::routes::openapi_json()
+            ) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(_) => ExitCode::FAILURE,
             }
@@ -99,7 +103,7 @@ pub fn run(command: Command) -> ExitCode {
 
 /// Prints the token (this is the only time it is shown) and its entry.
 fn create_token(name: &str, scope: Scope) -> ExitCode {
-    let token = match auth::generate_token() {
+    let token = match tokens::generate_token() {
         Ok(token) => token,
         Err(err) => {
             eprintln!("token create: no randomness from the operating system: {err}");

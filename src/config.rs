@@ -9,8 +9,11 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::auth::Tokens;
-use crate::runner::Secret;
+use crate::secret::Secret;
+use crate::tokens::Tokens;
+
+/// Environment variables that hold secrets: never passed to a child.
+pub const SECRET_ENV: [&str; 2] = ["ANSIBLE_VAULT_PASSWORD", "API_TOKENS"];
 
 /// Everything the server needs to know about its surroundings.
 #[derive(Clone)]

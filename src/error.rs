@@ -52,7 +52,7 @@ pub enum ApiError {
     #[error("{message}")]
     Forbidden {
         message: String,
-        required: crate::auth::Scope,
+        required: crate::tokens::Scope,
     },
     /// 404: no such thing.
     #[error("{0}")]
@@ -166,7 +166,7 @@ pub struct ErrorBody {
     /// 403: the scope the route needs.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
-    pub required_scope: Option<crate::auth::Scope>,
+    pub required_scope: Option<crate::tokens::Scope>,
 }
 
 impl ErrorBody {
@@ -255,6 +255,41 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(name, value);
         }
         response
+    }
+}
+
+/// What an operation of the application layer failed with, as the API
+/// answers it.
+impl From<crate::cluster::Error> for ApiError {
+    fn from(err: crate::cluster::Error) -> ApiError {
+        use crate::cluster::Error;
+        match err {
+            Error::Invalid { message, fields } => ApiError::Validation { message, fields },
+            Error::Variables {
+                unknown,
+                missing,
+                invalid,
+            } => ApiError::Variables {
+                unknown,
+                missing,
+                invalid,
+            },
+            Error::ToolFailed {
+                error,
+                details,
+                job_id,
+                status,
+            } => ApiError::ToolFailed {
+                error,
+                details,
+                job_id,
+                status,
+            },
+            Error::Busy { workspace, job_id } => ApiError::Busy { workspace, job_id },
+            Error::Conflict(message) => ApiError::Conflict(message),
+            Error::NotFound(message) => ApiError::NotFound(message),
+            Error::Internal(cause) => ApiError::Internal(cause),
+        }
     }
 }
 
@@ -393,5 +428,42 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
             }
         }
         other => ApiError::bad_request(other.body_text()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::Error;
+
+    #[test]
+    fn each_failure_of_an_operation_has_its_status() {
+        let status = |err: Error| ApiError::from(err).into_response().status();
+        assert_eq!(status(Error::field("name", "bad")), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            status(Error::NotFound("gone".into())),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            status(Error::Conflict("first".into())),
+            StatusCode::CONFLICT
+        );
+        let busy = Error::Busy {
+            workspace: "prod".into(),
+            job_id: JobId::new(),
+        };
+        let answer = ApiError::from(busy).into_response();
+        assert_eq!(answer.status(), StatusCode::CONFLICT);
+        assert_eq!(answer.headers()[header::RETRY_AFTER], "5");
+        assert_eq!(
+            status(Error::internal("disk")),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        let variables = Error::Variables {
+            unknown: vec!["x".into()],
+            missing: vec![],
+            invalid: Map::new(),
+        };
+        assert_eq!(status(variables), StatusCode::BAD_REQUEST);
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod domain;
 pub mod error;
@@ -13,8 +14,10 @@ pub mod request_id;
 pub mod routes;
 pub mod runner;
 pub mod scheduling;
+pub mod secret;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod tokens;
 pub mod tools;
 pub mod workspace;

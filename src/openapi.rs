@@ -1,34 +1,31 @@
 //! The API's OpenAPI 3.1 document, generated from the code.
 //!
-//! `startup::api()` builds the router and the document from the same list of
+//! `routes::api()` builds the router and the document from the same list of
 //! routes: each handler's `#[utoipa::path]` gives its path, method, body and
 //! answers, and the types it reads and answers with give the schemas.
 //! [`finish`] then adds what follows from the code around the handlers: the
 //! `name` parameter of the run routes nested under `/workspaces/{name}`, each
-//! route's scope from the table in `auth` (security, 401, 403), and the
+//! route's declared scope (security, 401, 403), and the
 //! answers of the layers every route passes through (413, 415, and 400 for a
 //! `Host` outside `ALLOWED_HOSTS`).
 
-use std::sync::OnceLock;
-
-use axum::http::Method;
 use utoipa::openapi::link::LinkBuilder;
-use utoipa::openapi::path::{Operation, PathItem};
+use utoipa::openapi::path::Operation;
 use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaFormat, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{Content, OpenApi, Ref, RefOr};
 use utoipa::{IntoParams, OpenApi as _, PartialSchema, ToResponse, ToSchema};
 
-use crate::auth::{Access, Scope};
+use crate::auth::{Access, operations};
 use crate::error::ErrorBody;
-use crate::routes::AcceptedJob;
 use crate::store::{Job, JobId, JobKind, JobStatus, LogLine, Stream};
+use crate::tokens::Scope;
 
 /// The name of the bearer-token security scheme.
 pub const BEARER: &str = "bearer";
 
-/// The prefix under which `startup` nests the run routes.
+/// The prefix under which `routes::api()` nests the run routes.
 pub const WORKSPACE_PREFIX: &str = "/workspaces/{name}";
 
 /// What the document says before the routes are added.
@@ -74,26 +71,7 @@ pub const WORKSPACE_PREFIX: &str = "/workspaces/{name}";
 )]
 struct ApiDoc;
 
-/// The document served at `/openapi.json`, built once.
-pub fn document() -> &'static OpenApi {
-    static DOCUMENT: OnceLock<OpenApi> = OnceLock::new();
-    DOCUMENT.get_or_init(|| {
-        let mut routes = crate::startup::api();
-        finish(routes.to_openapi())
-    })
-}
-
-/// [`document`] as JSON.
-pub fn json() -> &'static str {
-    static JSON: OnceLock<String> = OnceLock::new();
-    JSON.get_or_init(|| {
-        document()
-            .to_pretty_json()
-            .expect("the document serializes")
-    })
-}
-
-/// The document before the routes are added: `startup::api()` starts from it.
+/// The document before the routes are added: `routes::api()` starts from it.
 pub fn base() -> OpenApi {
     ApiDoc::openapi()
 }
@@ -116,12 +94,13 @@ pub fn finish(mut doc: OpenApi) -> OpenApi {
         ),
     );
     for (path, item) in doc.paths.paths.iter_mut() {
-        for (method, operation) in operations(item) {
+        for (_, operation) in operations(item) {
             optional_body_is_not_null(operation);
             if path.starts_with(&format!("{WORKSPACE_PREFIX}/")) {
                 in_workspace(operation);
             }
-            secure(operation, crate::auth::access(&method, Some(path)));
+            let access = Access::of(operation).unwrap_or(Access::Needs(Scope::Admin));
+            secure(operation, access);
             if operation.request_body.is_some() {
                 add_response::<PayloadTooLarge>(operation, "413");
                 add_response::<UnsupportedMediaType>(operation, "415");
@@ -199,22 +178,6 @@ fn optional_body_is_not_null(operation: &mut Operation) {
     }
 }
 
-/// The operations of a path, with their methods.
-fn operations(item: &mut PathItem) -> impl Iterator<Item = (Method, &mut Operation)> {
-    [
-        (Method::GET, &mut item.get),
-        (Method::PUT, &mut item.put),
-        (Method::POST, &mut item.post),
-        (Method::DELETE, &mut item.delete),
-        (Method::OPTIONS, &mut item.options),
-        (Method::HEAD, &mut item.head),
-        (Method::PATCH, &mut item.patch),
-        (Method::TRACE, &mut item.trace),
-    ]
-    .into_iter()
-    .filter_map(|(method, operation)| operation.as_mut().map(|op| (method, op)))
-}
-
 /// A run route nested under `/workspaces/{name}`: the same operation, on the
 /// named workspace.
 fn in_workspace(operation: &mut Operation) {
@@ -223,7 +186,7 @@ fn in_workspace(operation: &mut Operation) {
         .iter()
         .any(|p| matches!(p, RefOr::T(p) if p.name == "name"));
     if !declared {
-        let name = crate::routes::workspaces::WorkspaceNameParam::into_params(|| None);
+        let name = WorkspaceNameParam::into_params(|| None);
         for (i, parameter) in name.into_iter().enumerate() {
             parameters.insert(i, RefOr::T(parameter));
         }
@@ -344,6 +307,26 @@ impl<'r> ToResponse<'r> for Unauthorized {
             .build();
         ("Unauthorized", RefOr::T(response))
     }
+}
+
+/// The answer of a run route started with `"async": true` (or
+/// `Prefer: respond-async`): `202` with `Location: /jobs/{id}` at once.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct AcceptedJob {
+    pub job_id: JobId,
+    /// The job as recorded when it was accepted (queued or running).
+    pub job: Job,
+}
+
+/// The workspace a route names: `/workspaces/{name}`, added to every run
+/// route nested under it.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct WorkspaceNameParam {
+    /// 1-32 lowercase letters, digits or `-`, starting with a letter
+    /// (`default` is the workspace of the original routes).
+    #[param(pattern = r"^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$", example = "default")]
+    pub name: String,
 }
 
 /// 202 of the run routes: the job, and where to follow it.
@@ -585,41 +568,5 @@ mod tests {
             .map(|s| serde_json::to_value(s).unwrap())
             .collect();
         assert_eq!(scopes, enum_values::<Scope>());
-    }
-
-    #[test]
-    fn destroys_body_is_the_run_options_and_the_confirmation() {
-        let mut expected = properties::<crate::domain::RunOptions>();
-        expected.insert("confirm".into());
-        assert_eq!(
-            properties::<crate::routes::terraform::DestroyOptions>(),
-            expected
-        );
-        let destroy =
-            serde_json::to_value(crate::routes::terraform::DestroyOptions::schema()).unwrap();
-        assert_eq!(destroy["required"], json!(["confirm"]));
-    }
-
-    #[test]
-    fn every_route_needing_a_scope_says_so() {
-        let doc = serde_json::to_value(document()).unwrap();
-        let plan = &doc["paths"]["/workspaces/{name}/terraform/plan"]["post"];
-        assert_eq!(plan["security"], json!([{ "bearer": ["plan"] }]));
-        assert_eq!(plan["parameters"][0]["name"], "name");
-        assert_eq!(plan["operationId"], "workspace_terraform_plan");
-        assert!(plan["responses"]["401"].is_object());
-        let created = &doc["paths"]["/workspaces"]["post"]["responses"]["201"]["links"];
-        assert_eq!(
-            created["workspace_terraform_plan"]["parameters"]["name"],
-            "$response.body#/name"
-        );
-        let accepted = &doc["components"]["responses"]["Accepted"]["links"];
-        assert_eq!(
-            accepted["cancel_job"]["parameters"]["id"],
-            "$response.body#/job_id"
-        );
-        let health = &doc["paths"]["/health"]["get"];
-        assert!(health.get("security").is_none());
-        assert!(health["responses"].get("401").is_none());
     }
 }

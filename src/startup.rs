@@ -1,6 +1,5 @@
-//! Building the application: state, router, listener.
-
-use std::sync::Arc;
+//! Building the server: the application, the router with its layers, the
+//! listener, and the graceful stop.
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -9,132 +8,22 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
-use utoipa_axum::router::OpenApiRouter;
 
+use crate::auth::{AccessTable, Guard};
+use crate::cluster::App;
 use crate::config::Config;
-use crate::domain::StackCache;
 use crate::error::ApiError;
-use crate::render::Renderer;
 use crate::routes;
-use crate::runner::{Redactor, Runner, RunnerConfig};
-use crate::store::{JobStore, MemoryStore, SqliteStore};
-use crate::workspace::WorkspaceLocks;
-
-/// Shared by every handler. Cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
-    /// The configuration the server started with.
-    pub config: Arc<Config>,
-    /// Starts and supervises every tool run.
-    pub runner: Runner,
-    /// The templates of `TEMPLATE_DIR`.
-    pub renderer: Arc<Renderer>,
-    /// The stacks' variables, parsed once per change of their files.
-    pub stacks: Arc<StackCache>,
-    /// Modification time of the vault file whose values the runner masks.
-    pub vault_learned: Arc<std::sync::Mutex<Option<std::time::SystemTime>>>,
-}
-
-/// Environment variables that hold secrets: never passed to a child.
-pub const SECRET_ENV: [&str; 2] = ["ANSIBLE_VAULT_PASSWORD", "API_TOKENS"];
-
-impl AppState {
-    /// Checks the stack and templates and assembles the state.
-    pub fn new(mut config: Config) -> Result<AppState, String> {
-        // The tools run in other directories: make our paths absolute.
-        for path in [
-            &mut config.data_dir,
-            &mut config.log_dir,
-            &mut config.terraform_dir,
-            &mut config.ansible_dir,
-            &mut config.template_dir,
-            &mut config.ansible_vault_file,
-        ] {
-            *path = std::path::absolute(&*path).map_err(|e| format!("{}: {e}", path.display()))?;
-        }
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|e| format!("DATA_DIR: cannot create {}: {e}", config.data_dir.display()))?;
-        std::fs::create_dir_all(&config.log_dir)
-            .map_err(|e| format!("LOG_DIR: cannot create {}: {e}", config.log_dir.display()))?;
-        let stacks = StackCache::default();
-        stacks
-            .get(&config.terraform_dir)
-            .map_err(|e| format!("TERRAFORM_DIR: {e}"))?;
-        let renderer =
-            Renderer::load(&config.template_dir).map_err(|e| format!("TEMPLATE_DIR: {e}"))?;
-        crate::metrics::handle();
-        let store = open_store(&config)?;
-        let runner = Runner::new(
-            store,
-            WorkspaceLocks::default(),
-            RunnerConfig {
-                timeout: config.job_timeout,
-                idle_timeout: config.job_idle_timeout,
-                cancel_grace: config.cancel_grace,
-                max_line_bytes: config.max_line_bytes,
-                max_log_bytes: config.max_log_bytes,
-                secret_env: SECRET_ENV.iter().map(|s| s.to_string()).collect(),
-                output_nice: config.output_nice,
-            },
-            Redactor::new(config.ansible_vault_password.clone()),
-        );
-        Ok(AppState {
-            config: Arc::new(config),
-            runner,
-            renderer: Arc::new(renderer),
-            stacks: Arc::new(stacks),
-            vault_learned: Arc::default(),
-        })
-    }
-}
-
-/// The job store `DATABASE_URL` names: SQLite under `DATA_DIR` by default.
-fn open_store(config: &Config) -> Result<Arc<dyn JobStore>, String> {
-    match config.database_url.as_deref() {
-        None => SqliteStore::open(&config.data_dir.join("jobs.db"))
-            .map(|s| Arc::new(s) as Arc<dyn JobStore>)
-            .map_err(|e| format!("DATA_DIR: {e}")),
-        Some("memory:") => Ok(Arc::new(MemoryStore::default())),
-        Some(url) => match url.strip_prefix("sqlite://") {
-            Some(path) if !path.is_empty() => SqliteStore::open(std::path::Path::new(path))
-                .map(|s| Arc::new(s) as Arc<dyn JobStore>)
-                .map_err(|e| format!("DATABASE_URL: {e}")),
-            _ => Err(format!(
-                "DATABASE_URL: {url:?} is not supported: use sqlite://PATH or memory:"
-            )),
-        },
-    }
-}
-
-/// Every route with its OpenAPI operation: the router and the document at
-/// `/openapi.json` are both built from this list.
-pub fn api() -> OpenApiRouter<AppState> {
-    // The run routes act on `default`, and on a named workspace under
-    // `/workspaces/{name}`.
-    let run_routes = || {
-        routes::terraform::router()
-            .merge(routes::ansible::router())
-            .merge(routes::deploy::router())
-            .merge(routes::cluster::router())
-    };
-    OpenApiRouter::with_openapi(crate::openapi::base())
-        .merge(run_routes())
-        .nest(crate::openapi::WORKSPACE_PREFIX, run_routes())
-        .merge(routes::ansible::vault_router())
-        .merge(routes::jobs::router())
-        .merge(routes::health::router())
-        .merge(routes::workspaces::router())
-        .merge(routes::docs::router())
-}
 
 /// The whole HTTP surface.
-pub fn router(state: AppState) -> Router {
-    let (routes, _document) = api().split_for_parts();
+pub fn router(state: App) -> Router {
+    let (routes, document) = routes::api().split_for_parts();
+    let guard = Guard::new(&state.config, AccessTable::of_document(&document));
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
-            crate::auth::Guard::new(&state.config),
+            guard,
             crate::auth::authenticate,
         ))
         .layer(middleware::from_fn(crate::metrics::track_http))
@@ -185,7 +74,7 @@ async fn method_not_allowed() -> Response {
 }
 
 /// `ALLOWED_HOSTS`: refuse requests addressed to another host name.
-async fn check_host(State(state): State<AppState>, request: Request, next: Next) -> Response {
+async fn check_host(State(state): State<App>, request: Request, next: Next) -> Response {
     let allowed = &state.config.allowed_hosts;
     if !allowed.is_empty() {
         let host = request
@@ -215,7 +104,7 @@ fn strip_port(host: &str) -> &str {
 pub struct Application {
     listener: TcpListener,
     router: Router,
-    state: AppState,
+    state: App,
 }
 
 impl Application {
@@ -233,7 +122,7 @@ impl Application {
                 "bearer-token authentication is on"
             );
         }
-        let state = AppState::new(config)?;
+        let state = App::new(config)?;
         let interrupted = state.runner.recover().await.map_err(|e| e.to_string())?;
         if interrupted > 0 {
             tracing::warn!(

@@ -29,9 +29,37 @@ pub struct RunOptions {
     /// Answer `202` at once with the job instead of waiting for its end.
     #[serde(default, rename = "async")]
     pub run_async: bool,
-    /// `destroy` only: the workspace's name, typed out to confirm. Documented
-    /// with destroy's body (`DestroyOptions`); any other command refuses it.
+    /// Refused with a clear reason: only destroy takes a confirmation
+    /// (`DestroyOptions`).
     #[serde(default)]
     #[schema(ignore)]
     pub confirm: Option<String>,
+}
+
+/// The body of `destroy`: the run options and the confirmation.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"confirm": "default"}))]
+pub struct DestroyOptions {
+    /// Return terraform's standard output in the answer.
+    #[serde(default)]
+    pub output: bool,
+    /// Answer `202` at once with the job instead of waiting for its end.
+    #[serde(default, rename = "async")]
+    pub run_async: bool,
+    /// The workspace's name, typed out (`default` on the original routes).
+    /// Read as optional so that its absence is answered with the reason.
+    #[serde(default)]
+    #[schema(required = true, nullable = false)]
+    pub confirm: Option<String>,
+}
+
+impl From<DestroyOptions> for RunOptions {
+    fn from(options: DestroyOptions) -> RunOptions {
+        RunOptions {
+            output: options.output,
+            run_async: options.run_async,
+            confirm: options.confirm,
+        }
+    }
 }

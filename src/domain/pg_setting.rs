@@ -70,6 +70,24 @@ impl PgSettingValue {
     }
 }
 
+/// What [`PgSettingValue::parse`] accepts, as the API document shows it.
+impl utoipa::PartialSchema for PgSettingValue {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::String))
+            .item(ObjectBuilder::new().schema_type(Type::Number))
+            .item(ObjectBuilder::new().schema_type(Type::Boolean))
+            .description(Some(
+                "A PostgreSQL setting's value: a string, number or boolean (`on`/`off`) without \
+                 control characters or Jinja sequences, at most 1024 bytes",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for PgSettingValue {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

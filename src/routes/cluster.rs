@@ -4,24 +4,23 @@
 
 use axum::Json;
 use axum::extract::State;
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
-use utoipa::{IntoParams, ToSchema};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{StartedBy, WorkspaceParam, details};
+use super::WorkspaceParam;
+use crate::auth::Access;
+use crate::cluster::{self, Actor, App, ClusterStatus};
 use crate::domain::PostgresqlVersion;
 use crate::error::{ApiError, ApiQuery, ErrorBody};
-use crate::startup::AppState;
-use crate::store::{JobFilter, JobKind, JobStatus};
-use crate::tools::ansible::status_job;
-use crate::workspace::Workspace;
+use crate::tokens::Scope;
 
-/// The route acts on `default`; `startup` nests the same under
+/// The route acts on `default`; `routes::api()` nests the same under
 /// `/workspaces/{name}`.
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(cluster_status))
+pub fn router() -> OpenApiRouter<App> {
+    OpenApiRouter::new().routes(Access::Needs(Scope::Read).declare(routes!(cluster_status)))
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -32,95 +31,6 @@ struct ClusterQuery {
     /// version of the workspace's last successful run.
     #[param(value_type = Option<u8>, minimum = 10, maximum = 30)]
     postgresql_version: Option<String>,
-}
-
-/// The cluster's state as the answer shows it. The handler builds it from
-/// the hosts' reports; a unit test holds the two alike.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ClusterStatus {
-    /// No problem found: the primary answers and is not in recovery, and
-    /// every replica answers, is in recovery and streams from it.
-    pub healthy: bool,
-    /// What is wrong, one line per problem (`replica2: unreachable`).
-    pub problems: Vec<String>,
-    pub primary: HostStatus,
-    pub replicas: Vec<HostStatus>,
-    /// Standbys streaming from the primary that are not in the inventory.
-    #[schema(value_type = Vec<Object>)]
-    pub unknown_standbys: Vec<Value>,
-    pub workspace: String,
-    /// The read-only `ansible.status` job that read the state.
-    pub job_id: crate::store::JobId,
-    pub postgresql_version: u8,
-}
-
-/// One host as PostgreSQL on it and on the primary see it. Replica-only
-/// fields are absent for the primary; fields a host could not report are
-/// null.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct HostStatus {
-    /// The inventory name (primary1, replica1, ...).
-    pub name: String,
-    pub address: Option<String>,
-    /// Whether the host answered (false: unreachable over ssh).
-    pub reachable: bool,
-    /// psql's error when PostgreSQL did not answer.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    pub error: Option<String>,
-    #[serde(default)]
-    pub in_recovery: Option<bool>,
-    #[serde(default)]
-    pub server_version: Option<String>,
-    /// Primary: its current WAL position.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub current_wal_lsn: Option<String>,
-    /// Replica: `pg_stat_replication.state` on the primary (streaming,
-    /// catchup, ...), null when it is not connected.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sync_state: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_addr: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sent_lsn: Option<String>,
-    /// Replica: the primary's WAL position minus what the replica replayed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lag_bytes: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub write_lag_seconds: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub flush_lag_seconds: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replay_lag_seconds: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub receive_lsn: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replay_lsn: Option<String>,
-    /// Replica: received but not yet replayed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replay_backlog_bytes: Option<f64>,
-    /// Replica: commit time of the last replayed transaction.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_replayed_at: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub wal_receiver_status: Option<String>,
-    /// Replica: its replication slot on the primary.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub slot: Option<SlotStatus>,
-}
-
-/// A replication slot on the primary.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SlotStatus {
-    pub slot_name: String,
-    pub active: bool,
-    /// WAL the slot keeps on the primary.
-    pub retained_bytes: Option<f64>,
 }
 
 /// The cluster's replication state, read from PostgreSQL on every host.
@@ -145,304 +55,18 @@ pub struct SlotStatus {
     )
 )]
 async fn cluster_status(
-    State(state): State<AppState>,
+    State(app): State<App>,
     WorkspaceParam(workspace): WorkspaceParam,
-    started_by: StartedBy,
+    actor: Actor,
     ApiQuery(query): ApiQuery<ClusterQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let version = match &query.postgresql_version {
-        Some(raw) => PostgresqlVersion::parse(&json!(raw))
-            .map_err(|e| ApiError::field("postgresql_version", e))?,
-        None => last_run_version(&state, &workspace).await?,
+        Some(raw) => Some(
+            PostgresqlVersion::parse(&json!(raw))
+                .map_err(|e| ApiError::field("postgresql_version", e))?,
+        ),
+        None => None,
     };
-    if !workspace.ansible_dir().join("hosts.ini").is_file() {
-        return Err(ApiError::Conflict(
-            "there is no inventory yet: call /ansible/configure (or /deploy) first".into(),
-        ));
-    }
-    let report_file = workspace
-        .ansible_dir()
-        .join("tmp")
-        .join(format!("status-{}.json", uuid::Uuid::new_v4()));
-    crate::workspace::make_dir(&workspace.ansible_dir().join("tmp"))
-        .map_err(super::workspace_files_error(&workspace))?;
-    let mut spec = status_job(
-        &state.config,
-        &workspace,
-        version,
-        &report_file,
-        json!({ "postgresql_version": version.get() }),
-    );
-    started_by.stamp(&mut spec);
-    let output = state.submit(spec).await?.wait().await;
-    let report = std::fs::read(&report_file);
-    let _ = std::fs::remove_file(&report_file);
-    if output.status != JobStatus::Succeeded {
-        return Err(ApiError::ToolFailed {
-            error: "Reading the cluster's state failed".into(),
-            details: details(&output),
-            job_id: output.job_id,
-            status: output.status,
-        });
-    }
-    let report: Value = report
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .ok_or_else(|| {
-            ApiError::internal(format!(
-                "status job {} wrote no readable report",
-                output.job_id
-            ))
-        })?;
-    let mut body = ClusterReport::from_report(&report).into_json();
-    body.insert("workspace".into(), json!(workspace.name()));
-    body.insert("job_id".into(), json!(output.job_id));
-    body.insert("postgresql_version".into(), json!(version.get()));
+    let body = cluster::cluster_status(&app, &workspace, version, &actor).await?;
     Ok(Json(Value::Object(body)))
-}
-
-/// The version the workspace's last successful `ansible/run` (or deploy)
-/// installed.
-async fn last_run_version(
-    state: &AppState,
-    workspace: &Workspace,
-) -> Result<PostgresqlVersion, ApiError> {
-    let filter = JobFilter {
-        workspace: Some(workspace.name().to_string()),
-        kind: Some(JobKind::AnsibleRun),
-        status: Some(JobStatus::Succeeded),
-        limit: 1,
-        ..JobFilter::default()
-    };
-    let page = state
-        .runner
-        .store()
-        .list(&filter)
-        .await
-        .map_err(ApiError::internal)?;
-    Ok(page
-        .jobs
-        .first()
-        .and_then(|job| job.request.get("postgresql_version"))
-        .and_then(|v| PostgresqlVersion::parse(v).ok())
-        .unwrap_or(PostgresqlVersion::DEFAULT))
-}
-
-/// The cluster as the answer shows it: each host with what it reported, and
-/// each replica joined with the primary's row for it.
-struct ClusterReport {
-    primary: Value,
-    replicas: Vec<Value>,
-    /// Standbys the primary streams to that are not in the inventory.
-    unknown_standbys: Vec<Value>,
-    problems: Vec<String>,
-}
-
-impl ClusterReport {
-    fn from_report(report: &Value) -> ClusterReport {
-        let address = |name: &str| {
-            report["addresses"]
-                .get(name)
-                .cloned()
-                .unwrap_or(Value::Null)
-        };
-        let mut problems = Vec::new();
-
-        let (primary_name, primary_report) = report["primary"]
-            .as_object()
-            .and_then(|m| m.iter().next())
-            .map(|(name, r)| (name.clone(), r.clone()))
-            .unwrap_or_default();
-        let mut primary = host(&primary_name, address(&primary_name), &primary_report);
-        primary.remove("standbys");
-        primary.remove("slots");
-        match host_problem(&primary_report) {
-            Some(problem) => problems.push(format!("{primary_name}: {problem}")),
-            None if primary_report["in_recovery"] == true => {
-                problems.push(format!("{primary_name}: is in recovery, not a primary"));
-            }
-            None => {}
-        }
-        let standbys: Vec<Value> = primary_report["standbys"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let slots: Vec<Value> = primary_report["slots"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-
-        let mut replicas = Vec::new();
-        let inventory: Vec<(String, Value)> = report["replicas"]
-            .as_object()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default();
-        for (name, own) in &inventory {
-            let mut replica = host(name, address(name), own);
-            let row = standbys
-                .iter()
-                .find(|s| s["application_name"] == name.as_str());
-            let state = row.map(|r| r["state"].clone()).unwrap_or(Value::Null);
-            replica.insert("state".into(), state.clone());
-            for key in [
-                "sync_state",
-                "client_addr",
-                "sent_lsn",
-                "lag_bytes",
-                "write_lag_seconds",
-                "flush_lag_seconds",
-                "replay_lag_seconds",
-            ] {
-                replica.insert(
-                    key.into(),
-                    row.map(|r| r[key].clone()).unwrap_or(Value::Null),
-                );
-            }
-            let slot_name = own["wal_receiver"]["slot_name"].as_str();
-            let slot = slots
-                .iter()
-                .find(|s| slot_name.is_some_and(|n| s["slot_name"] == n))
-                .cloned()
-                .unwrap_or(Value::Null);
-            replica.insert("slot".into(), slot);
-            match host_problem(own) {
-                Some(problem) => problems.push(format!("{name}: {problem}")),
-                None if own["in_recovery"] != true => {
-                    problems.push(format!("{name}: is not in recovery (not a replica)"));
-                }
-                None if state != "streaming" => problems.push(format!(
-                    "{name}: not streaming from the primary (state: {})",
-                    state.as_str().unwrap_or("not connected")
-                )),
-                None => {}
-            }
-            replicas.push(Value::Object(replica));
-        }
-        let unknown_standbys = standbys
-            .iter()
-            .filter(|s| {
-                !inventory
-                    .iter()
-                    .any(|(name, _)| s["application_name"] == name.as_str())
-            })
-            .cloned()
-            .collect();
-        ClusterReport {
-            primary: Value::Object(primary),
-            replicas,
-            unknown_standbys,
-            problems,
-        }
-    }
-
-    fn into_json(self) -> Map<String, Value> {
-        let mut body = Map::new();
-        body.insert("healthy".into(), json!(self.problems.is_empty()));
-        body.insert("problems".into(), json!(self.problems));
-        body.insert("primary".into(), self.primary);
-        body.insert("replicas".into(), json!(self.replicas));
-        body.insert("unknown_standbys".into(), json!(self.unknown_standbys));
-        body
-    }
-}
-
-/// A host's name, address, reachability and what it reported of itself.
-fn host(name: &str, address: Value, own: &Value) -> Map<String, Value> {
-    let mut host = Map::new();
-    host.insert("name".into(), json!(name));
-    host.insert("address".into(), address);
-    host.insert("reachable".into(), json!(!own.is_null()));
-    if let Value::Object(fields) = own {
-        for (key, value) in fields {
-            if key == "wal_receiver" {
-                host.insert("wal_receiver_status".into(), value["status"].clone());
-            } else {
-                host.insert(key.clone(), value.clone());
-            }
-        }
-    }
-    host
-}
-
-fn host_problem(own: &Value) -> Option<String> {
-    if own.is_null() {
-        return Some("unreachable".into());
-    }
-    own.get("error")
-        .map(|e| format!("PostgreSQL did not answer: {}", e.as_str().unwrap_or("")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn report() -> Value {
-        json!({
-            "addresses": {"primary1": "10.0.1.10", "replica1": "10.0.2.11", "replica2": "10.0.2.12"},
-            "primary": {"primary1": {
-                "in_recovery": false, "server_version": "15.8", "current_wal_lsn": "0/3000148",
-                "standbys": [
-                    {"application_name": "replica1", "state": "streaming", "sync_state": "async",
-                     "lag_bytes": 0, "replay_lag_seconds": 0.001},
-                    {"application_name": "old9", "state": "streaming"}
-                ],
-                "slots": [{"slot_name": "pgc_replica1", "active": true, "retained_bytes": 0}]
-            }},
-            "replicas": {
-                "replica1": {"in_recovery": true, "replay_lsn": "0/3000148",
-                             "wal_receiver": {"status": "streaming", "slot_name": "pgc_replica1"}},
-                "replica2": null
-            }
-        })
-    }
-
-    #[test]
-    fn a_replica_is_joined_with_the_primarys_row_and_its_slot() {
-        let body = ClusterReport::from_report(&report()).into_json();
-        let replica = &body["replicas"][0];
-        assert_eq!(replica["name"], "replica1");
-        assert_eq!(replica["address"], "10.0.2.11");
-        assert_eq!(replica["state"], "streaming");
-        assert_eq!(replica["lag_bytes"], 0);
-        assert_eq!(replica["slot"]["slot_name"], "pgc_replica1");
-        assert_eq!(replica["wal_receiver_status"], "streaming");
-        assert_eq!(body["primary"]["address"], "10.0.1.10");
-        assert!(body["primary"].get("standbys").is_none());
-    }
-
-    #[test]
-    fn an_unreachable_replica_makes_the_cluster_unhealthy() {
-        let body = ClusterReport::from_report(&report()).into_json();
-        assert_eq!(body["healthy"], false);
-        assert_eq!(body["replicas"][1]["reachable"], false);
-        assert_eq!(body["problems"], json!(["replica2: unreachable"]));
-        assert_eq!(body["unknown_standbys"][0]["application_name"], "old9");
-    }
-
-    #[test]
-    fn the_answer_matches_its_documented_shape() {
-        let mut body = ClusterReport::from_report(&report()).into_json();
-        body.insert("workspace".into(), json!("default"));
-        body.insert("job_id".into(), json!(crate::store::JobId::new()));
-        body.insert("postgresql_version".into(), json!(15));
-        let typed: ClusterStatus = serde_json::from_value(Value::Object(body.clone()))
-            .expect("the answer deserializes into ClusterStatus");
-        assert_eq!(
-            serde_json::to_value(&typed).unwrap()["replicas"][0]["state"],
-            "streaming"
-        );
-    }
-
-    #[test]
-    fn a_replica_out_of_recovery_is_a_problem() {
-        let mut r = report();
-        r["replicas"]["replica2"] = json!({"in_recovery": false});
-        let body = ClusterReport::from_report(&r).into_json();
-        let problems = body["problems"].as_array().unwrap();
-        assert!(
-            problems
-                .iter()
-                .any(|p| p == "replica2: is not in recovery (not a replica)")
-        );
-    }
 }

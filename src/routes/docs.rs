@@ -10,15 +10,16 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_swagger_ui::Config;
 
+use crate::auth::Access;
+use crate::cluster::App;
 use crate::error::{ApiError, ApiPath, ErrorBody};
-use crate::startup::AppState;
 
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router() -> OpenApiRouter<App> {
     OpenApiRouter::new()
-        .routes(routes!(openapi_json))
-        .routes(routes!(docs))
-        .routes(routes!(docs_index))
-        .routes(routes!(docs_file))
+        .routes(Access::Open.declare(routes!(openapi_json)))
+        .routes(Access::Open.declare(routes!(docs)))
+        .routes(Access::Open.declare(routes!(docs_index)))
+        .routes(Access::Open.declare(routes!(docs_file)))
 }
 
 /// Where the document is served; Swagger UI loads it from there.
@@ -38,7 +39,7 @@ const DOCUMENT_PATH: &str = "/openapi.json";
 async fn openapi_json() -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        crate::openapi::json(),
+        super::openapi_json(),
     )
         .into_response()
 }

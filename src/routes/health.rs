@@ -14,15 +14,16 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::startup::AppState;
+use crate::auth::Access;
+use crate::cluster::App;
 use crate::store::JobFilter;
 
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router() -> OpenApiRouter<App> {
     OpenApiRouter::new()
-        .routes(routes!(health))
-        .routes(routes!(ready))
-        .routes(routes!(version))
-        .routes(routes!(metrics))
+        .routes(Access::Open.declare(routes!(health)))
+        .routes(Access::Open.declare(routes!(ready)))
+        .routes(Access::Open.declare(routes!(version)))
+        .routes(Access::Metrics.declare(routes!(metrics)))
 }
 
 /// `/health`'s answer.
@@ -126,7 +127,7 @@ pub struct Check {
         (status = 503, description = "Not ready: `failing` names the broken checks", body = Readiness),
     )
 )]
-async fn ready(State(state): State<AppState>) -> Response {
+async fn ready(State(state): State<App>) -> Response {
     let config = &state.config;
     let mut checks: BTreeMap<String, Check> = BTreeMap::new();
     let (terraform, ansible) = tokio::join!(

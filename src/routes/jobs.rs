@@ -15,18 +15,20 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::auth::Access;
+use crate::cluster::App;
 use crate::error::{ApiError, ApiPath, ApiQuery, ErrorBody};
 use crate::runner::Follower;
-use crate::startup::AppState;
 use crate::store::{Job, JobFilter, JobId, JobKind, JobStatus, LogLine};
+use crate::tokens::Scope;
 
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router() -> OpenApiRouter<App> {
     OpenApiRouter::new()
-        .routes(routes!(list_jobs))
-        .routes(routes!(get_job))
-        .routes(routes!(get_job_log))
-        .routes(routes!(stream_job_events))
-        .routes(routes!(cancel_job))
+        .routes(Access::Needs(Scope::Read).declare(routes!(list_jobs)))
+        .routes(Access::Needs(Scope::Read).declare(routes!(get_job)))
+        .routes(Access::Needs(Scope::Read).declare(routes!(get_job_log)))
+        .routes(Access::Needs(Scope::Read).declare(routes!(stream_job_events)))
+        .routes(Access::Needs(Scope::Apply).declare(routes!(cancel_job)))
 }
 
 /// The job a route names.
@@ -78,7 +80,7 @@ pub struct JobList {
     )
 )]
 async fn list_jobs(
-    State(state): State<AppState>,
+    State(state): State<App>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<JobList>, ApiError> {
     let kind = match &query.kind {
@@ -129,7 +131,7 @@ async fn list_jobs(
     )
 )]
 async fn get_job(
-    State(state): State<AppState>,
+    State(state): State<App>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Job>, ApiError> {
     Ok(Json(find(&state, &id).await?))
@@ -170,7 +172,7 @@ pub struct JobLog {
     )
 )]
 async fn get_job_log(
-    State(state): State<AppState>,
+    State(state): State<App>,
     ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<LogQuery>,
 ) -> Result<Json<JobLog>, ApiError> {
@@ -295,7 +297,7 @@ struct EventsQuery {
     )
 )]
 async fn stream_job_events(
-    State(state): State<AppState>,
+    State(state): State<App>,
     ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<EventsQuery>,
     headers: HeaderMap,
@@ -324,7 +326,7 @@ async fn stream_job_events(
 }
 
 /// Feeds one SSE client; ends when the job has ended or the client has gone.
-async fn follow(state: AppState, id: JobId, mut follower: Follower, tx: mpsc::Sender<Event>) {
+async fn follow(state: App, id: JobId, mut follower: Follower, tx: mpsc::Sender<Event>) {
     while let Some(line) = follower.next().await {
         if tx.send(line_event(&line)).await.is_err() {
             return;
@@ -368,7 +370,7 @@ pub struct CancelResult {
     )
 )]
 async fn cancel_job(
-    State(state): State<AppState>,
+    State(state): State<App>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<CancelResult>, ApiError> {
     let job = find(&state, &id).await?;
@@ -387,7 +389,7 @@ async fn cancel_job(
     }))
 }
 
-async fn find(state: &AppState, id: &str) -> Result<Job, ApiError> {
+async fn find(state: &App, id: &str) -> Result<Job, ApiError> {
     let parsed =
         JobId::parse(id).ok_or_else(|| ApiError::field("id", "is not a job id (a UUID)"))?;
     state

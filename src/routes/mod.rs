@@ -1,28 +1,70 @@
-//! HTTP routes. Handlers validate input into domain types and hand tool runs
-//! to the runner; none of them spawns a process.
+//! HTTP routes: each module exports its `router()`, declares each route's
+//! scope where it routes it, and keeps its handlers thin (extract, call the
+//! application layer in `cluster`, answer). No route module imports another.
 
-pub mod ansible;
-pub mod cluster;
-pub mod deploy;
-pub mod docs;
-pub mod health;
-pub mod jobs;
-pub mod terraform;
-pub mod workspaces;
+mod ansible;
+mod cluster;
+mod deploy;
+mod docs;
+mod health;
+mod jobs;
+mod terraform;
+mod workspaces;
 
-use std::sync::Arc;
+use std::sync::OnceLock;
 
 use axum::Json;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
+use utoipa::openapi::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
+use crate::cluster::{Actor, App};
 use crate::error::ApiError;
-use crate::runner::{JobHandle, JobSpec, RunOutput, SubmitError};
-use crate::startup::AppState;
-use crate::store::{Job, JobId};
-use crate::workspace::{Holder, LockGuard, Workspace};
+use crate::openapi::{AcceptedJob, WORKSPACE_PREFIX};
+use crate::runner::{JobHandle, RunOutput};
+use crate::store::{JobId, JobStatus};
+use crate::tokens::Principal;
+use crate::workspace::Workspace;
+
+/// Every route with its OpenAPI operation: the router and the document at
+/// `/openapi.json` are both built from this list.
+pub fn api() -> OpenApiRouter<App> {
+    // The run routes act on `default`, and on a named workspace under
+    // `/workspaces/{name}`.
+    let run_routes = || {
+        terraform::router()
+            .merge(ansible::router())
+            .merge(deploy::router())
+            .merge(cluster::router())
+    };
+    OpenApiRouter::with_openapi(crate::openapi::base())
+        .merge(run_routes())
+        .nest(WORKSPACE_PREFIX, run_routes())
+        .merge(ansible::vault_router())
+        .merge(jobs::router())
+        .merge(health::router())
+        .merge(workspaces::router())
+        .merge(docs::router())
+}
+
+/// The document served at `/openapi.json`, built once.
+pub fn openapi_document() -> &'static OpenApi {
+    static DOCUMENT: OnceLock<OpenApi> = OnceLock::new();
+    DOCUMENT.get_or_init(|| crate::openapi::finish(api().to_openapi()))
+}
+
+/// [`openapi_document`] as JSON.
+pub fn openapi_json() -> &'static str {
+    static JSON: OnceLock<String> = OnceLock::new();
+    JSON.get_or_init(|| {
+        openapi_document()
+            .to_pretty_json()
+            .expect("the document serializes")
+    })
+}
 
 /// `Prefer: respond-async` (RFC 7240) asks for the asynchronous answer, like
 /// `"async": true` in the body.
@@ -73,15 +115,20 @@ impl utoipa::IntoParams for PreferAsync {
 
 /// Who made the request (the token's name) and its `x-request-id`, recorded
 /// on the jobs it starts.
-pub struct StartedBy {
-    pub name: Option<String>,
-    pub request_id: Option<String>,
-}
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Actor {
+    type Rejection = std::convert::Infallible;
 
-impl StartedBy {
-    pub fn stamp(&self, spec: &mut crate::runner::JobSpec) {
-        spec.started_by = self.name.clone();
-        spec.request_id = self.request_id.clone();
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Actor {
+            name: parts.extensions.get::<Principal>().map(|p| p.name.clone()),
+            request_id: parts
+                .extensions
+                .get::<crate::request_id::RequestId>()
+                .map(|r| r.0.clone()),
+        })
     }
 }
 
@@ -98,29 +145,9 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for SeesSecrets {
         Ok(SeesSecrets(
             parts
                 .extensions
-                .get::<crate::auth::Principal>()
-                .is_some_and(crate::auth::Principal::may_see_secrets),
+                .get::<Principal>()
+                .is_some_and(Principal::may_see_secrets),
         ))
-    }
-}
-
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for StartedBy {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        _state: &S,
-    ) -> Result<Self, Self::Rejection> {
-        Ok(StartedBy {
-            name: parts
-                .extensions
-                .get::<crate::auth::Principal>()
-                .map(|p| p.name.clone()),
-            request_id: parts
-                .extensions
-                .get::<crate::request_id::RequestId>()
-                .map(|r| r.0.clone()),
-        })
     }
 }
 
@@ -128,14 +155,14 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for StartedBy {
 /// the original routes. An unknown or malformed name is refused.
 pub struct WorkspaceParam(pub Workspace);
 
-impl axum::extract::FromRequestParts<AppState> for WorkspaceParam {
+impl axum::extract::FromRequestParts<App> for WorkspaceParam {
     type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut axum::http::request::Parts,
-        state: &AppState,
+        app: &App,
     ) -> Result<Self, Self::Rejection> {
-        let params = axum::extract::RawPathParams::from_request_parts(parts, state)
+        let params = axum::extract::RawPathParams::from_request_parts(parts, app)
             .await
             .map_err(|e| ApiError::bad_request(format!("invalid path: {}", e.body_text())))?;
         let name = params
@@ -143,11 +170,11 @@ impl axum::extract::FromRequestParts<AppState> for WorkspaceParam {
             .find(|(key, _)| *key == "name")
             .map(|(_, value)| value.to_string());
         let Some(name) = name else {
-            return Ok(WorkspaceParam(state.workspace(DEFAULT_WORKSPACE)));
+            return Ok(WorkspaceParam(app.workspace(crate::workspace::DEFAULT)));
         };
         let name =
             crate::domain::WorkspaceName::parse(&name).map_err(|e| ApiError::field("name", e))?;
-        let workspace = state.workspace(name.as_str());
+        let workspace = app.workspace(name.as_str());
         if !workspace.exists() {
             return Err(ApiError::NotFound(format!(
                 "no workspace '{}': create it with POST /workspaces",
@@ -156,88 +183,6 @@ impl axum::extract::FromRequestParts<AppState> for WorkspaceParam {
         }
         Ok(WorkspaceParam(workspace))
     }
-}
-
-/// Maps an error preparing a workspace's files. A `DELETE
-/// /workspaces/{name}` can remove the directory between the request's
-/// check that the workspace exists and this: that is a 404 like any request
-/// for a missing workspace, not a server error.
-pub(crate) fn workspace_files_error(workspace: &Workspace) -> impl Fn(std::io::Error) -> ApiError {
-    let workspace = workspace.clone();
-    move |err| {
-        if err.kind() == std::io::ErrorKind::NotFound && !workspace.exists() {
-            let name = workspace.name();
-            ApiError::NotFound(format!("no workspace '{name}': it was deleted meanwhile"))
-        } else {
-            ApiError::internal(err)
-        }
-    }
-}
-
-/// The workspace the original routes act on.
-pub const DEFAULT_WORKSPACE: &str = crate::workspace::DEFAULT;
-
-impl AppState {
-    pub fn workspace(&self, name: &str) -> Workspace {
-        Workspace::new(&self.config.data_dir, name)
-    }
-
-    /// Where the stacks live: the directory holding `TERRAFORM_DIR`.
-    pub fn stacks_root(&self) -> std::path::PathBuf {
-        self.config
-            .terraform_dir
-            .parent()
-            .map(std::path::Path::to_path_buf)
-            .unwrap_or_else(|| self.config.terraform_dir.clone())
-    }
-
-    /// The stack a workspace runs: its own (a directory next to
-    /// `TERRAFORM_DIR`), or `TERRAFORM_DIR`.
-    pub fn stack_dir(&self, workspace: &Workspace) -> std::path::PathBuf {
-        match workspace.stack() {
-            Some(stack) => self.stacks_root().join(stack),
-            None => self.config.terraform_dir.clone(),
-        }
-    }
-
-    /// Submits a job, turning a busy workspace into a 409.
-    pub async fn submit(&self, spec: JobSpec) -> Result<JobHandle, ApiError> {
-        self.runner.submit(spec).await.map_err(submit_error)
-    }
-
-    /// Holds the workspace while a request rewrites its files.
-    pub fn hold_for_files(&self, workspace: &Workspace) -> Result<LockGuard, ApiError> {
-        self.runner
-            .locks()
-            .acquire(workspace.name(), Holder::FileUpdate)
-            .map_err(|holder| busy(workspace.name().to_string(), holder))
-    }
-}
-
-/// A job that could not start: a busy workspace is a 409.
-pub(crate) fn submit_error(err: SubmitError) -> ApiError {
-    match err {
-        SubmitError::Busy { workspace, holder } => busy(workspace, holder),
-        SubmitError::Store(err) => ApiError::internal(err),
-    }
-}
-
-fn busy(workspace: String, holder: Holder) -> ApiError {
-    match holder {
-        Holder::Job(job_id) => ApiError::Busy { workspace, job_id },
-        Holder::FileUpdate => ApiError::Conflict(format!(
-            "workspace '{workspace}' is busy with a file update; retry in a moment"
-        )),
-    }
-}
-
-/// The answer of a run route started with `"async": true` (or
-/// `Prefer: respond-async`): `202` with `Location: /jobs/{id}` at once.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AcceptedJob {
-    pub job_id: JobId,
-    /// The job as recorded when it was accepted (queued or running).
-    pub job: Job,
 }
 
 /// A run route's success: a message, the job, and the tool's standard output
@@ -278,88 +223,219 @@ impl<T: Serialize> IntoResponse for RunReply<T> {
     }
 }
 
-impl AppState {
-    /// Answers at once with the job (async), or waits for its end: a job that
-    /// did not succeed answers `failure` with its details (the original
-    /// tool's shape), a successful one what `done` makes of its output.
-    pub async fn reply<T>(
-        &self,
-        handle: JobHandle,
-        run_async: bool,
-        failure: impl Into<String>,
-        done: impl FnOnce(&RunOutput) -> T,
-    ) -> Result<RunReply<T>, ApiError> {
-        if run_async {
-            let id = handle.id;
-            let job = self
-                .runner
-                .store()
-                .get(id)
-                .await
-                .map_err(ApiError::internal)?
-                .ok_or_else(|| ApiError::internal(format!("job {id} vanished")))?;
-            return Ok(RunReply::Accepted(Box::new(AcceptedJob {
-                job_id: id,
-                job,
-            })));
-        }
-        let output: Arc<RunOutput> = handle.wait().await;
-        if output.status != crate::store::JobStatus::Succeeded {
-            return Err(ApiError::ToolFailed {
-                error: failure.into(),
-                details: details(&output),
-                job_id: output.job_id,
-                status: output.status,
-            });
-        }
-        Ok(RunReply::Finished(done(&output)))
+/// Answers at once with the job (async), or waits for its end: a job that
+/// did not succeed answers `failure` with its details (the original tool's
+/// shape), a successful one what `done` makes of its output.
+pub async fn reply<T>(
+    app: &App,
+    handle: JobHandle,
+    run_async: bool,
+    failure: impl Into<String>,
+    done: impl FnOnce(&RunOutput) -> T,
+) -> Result<RunReply<T>, ApiError> {
+    if run_async {
+        let id = handle.id;
+        let job = app
+            .runner
+            .store()
+            .get(id)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::internal(format!("job {id} vanished")))?;
+        return Ok(RunReply::Accepted(Box::new(AcceptedJob {
+            job_id: id,
+            job,
+        })));
     }
-}
-
-/// The failure details: why it ended, stderr, and the end of stdout (Ansible
-/// reports task failures on stdout).
-pub fn details(output: &RunOutput) -> String {
-    let mut parts = Vec::new();
-    if let Some(error) = &output.error {
-        parts.push(error.clone());
+    let output = handle.wait().await;
+    if output.status != JobStatus::Succeeded {
+        return Err(crate::cluster::Error::tool_failed(failure, &output).into());
     }
-    if !output.stderr_tail.is_empty() {
-        parts.push(output.stderr_tail.join("\n"));
-    }
-    if !output.stdout_tail.is_empty() {
-        parts.push(format!(
-            "--- last {} lines of stdout ---\n{}",
-            output.stdout_tail.len(),
-            output.stdout_tail.join("\n")
-        ));
-    }
-    parts.join("\n")
+    Ok(RunReply::Finished(done(&output)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::{Access, AccessTable};
+    use crate::tokens::Scope;
+    use axum::http::Method;
+    use serde_json::{Value, json};
+
+    fn table() -> AccessTable {
+        AccessTable::of_document(&api().to_openapi())
+    }
 
     #[test]
-    fn a_workspace_removed_under_a_request_is_a_404_and_other_errors_stay_500() {
-        let data = tempfile::tempdir().unwrap();
-        let workspace = Workspace::new(data.path(), "race");
-        let not_found = || std::io::Error::from(std::io::ErrorKind::NotFound);
-        let status = |err: ApiError| err.into_response().status();
+    fn each_route_needs_its_scope() {
+        let table = table();
+        let needs = |method: Method, route: &str| table.access(&method, Some(route));
+        for (method, route, scope) in [
+            (Method::GET, "/jobs", Scope::Read),
+            (Method::GET, "/jobs/{id}", Scope::Read),
+            (Method::GET, "/jobs/{id}/log", Scope::Read),
+            (Method::GET, "/jobs/{id}/events", Scope::Read),
+            (Method::GET, "/cluster", Scope::Read),
+            (Method::POST, "/terraform/output", Scope::Read),
+            (Method::POST, "/terraform/generate", Scope::Plan),
+            (Method::POST, "/terraform/init", Scope::Plan),
+            (Method::POST, "/terraform/plan", Scope::Plan),
+            (Method::POST, "/ansible/configure", Scope::Plan),
+            (Method::POST, "/terraform/apply", Scope::Apply),
+            (Method::POST, "/ansible/run", Scope::Apply),
+            (Method::POST, "/jobs/{id}/cancel", Scope::Apply),
+            (Method::POST, "/deploy", Scope::Apply),
+            (Method::POST, "/deploy/resume", Scope::Apply),
+            (Method::POST, "/terraform/destroy", Scope::Admin),
+            (Method::POST, "/ansible/vault", Scope::Admin),
+            (Method::GET, "/workspaces", Scope::Admin),
+            (Method::POST, "/workspaces", Scope::Admin),
+            (Method::GET, "/workspaces/{name}", Scope::Admin),
+            (Method::DELETE, "/workspaces/{name}", Scope::Admin),
+        ] {
+            assert_eq!(
+                needs(method.clone(), route),
+                Access::Needs(scope),
+                "{method} {route}"
+            );
+        }
+    }
 
-        // Gone: as if DELETE /workspaces/race ran meanwhile.
-        let gone = workspace_files_error(&workspace)(not_found());
-        assert_eq!(status(gone), StatusCode::NOT_FOUND);
-
-        // Still there: a missing file is the server's problem.
-        workspace.create("stack").unwrap();
-        assert!(workspace.exists());
-        let missing = workspace_files_error(&workspace)(not_found());
-        assert_eq!(status(missing), StatusCode::INTERNAL_SERVER_ERROR);
-        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+    #[test]
+    fn the_api_document_its_viewer_and_health_are_open_and_metrics_is_configurable() {
+        let table = table();
+        for route in [
+            "/openapi.json",
+            "/docs",
+            "/docs/",
+            "/docs/{file}",
+            "/health",
+            "/ready",
+            "/version",
+        ] {
+            assert_eq!(
+                table.access(&Method::GET, Some(route)),
+                Access::Open,
+                "{route}"
+            );
+            assert_eq!(
+                table.access(&Method::HEAD, Some(route)),
+                Access::Open,
+                "{route}"
+            );
+        }
         assert_eq!(
-            status(workspace_files_error(&workspace)(denied)),
-            StatusCode::INTERNAL_SERVER_ERROR
+            table.access(&Method::GET, Some("/metrics")),
+            Access::Metrics
+        );
+    }
+
+    #[test]
+    fn an_unrouted_path_or_method_needs_admin() {
+        let table = table();
+        let admin = Access::Needs(Scope::Admin);
+        assert_eq!(table.access(&Method::GET, None), admin);
+        assert_eq!(table.access(&Method::DELETE, Some("/jobs/{id}")), admin);
+        assert_eq!(table.access(&Method::GET, Some("/terraform/plan")), admin);
+        assert_eq!(
+            table.access(&Method::GET, Some("/workspaces/{name}/openapi.json")),
+            admin
+        );
+        assert_eq!(
+            table.access(&Method::GET, Some("/workspaces/{name}/health")),
+            admin
+        );
+    }
+
+    #[test]
+    fn a_workspace_route_needs_the_scope_of_the_same_route_on_default() {
+        let table = table();
+        for (route, scope) in [
+            ("/workspaces/{name}/terraform/plan", Scope::Plan),
+            ("/workspaces/{name}/terraform/destroy", Scope::Admin),
+            ("/workspaces/{name}/deploy", Scope::Apply),
+        ] {
+            assert_eq!(
+                table.access(&Method::POST, Some(route)),
+                Access::Needs(scope),
+                "{route}"
+            );
+        }
+        assert_eq!(
+            table.access(&Method::GET, Some("/workspaces/{name}/cluster")),
+            Access::Needs(Scope::Read)
+        );
+    }
+
+    #[test]
+    fn every_operation_declares_its_access() {
+        let mut document = api().to_openapi();
+        for (path, item) in document.paths.paths.iter_mut() {
+            for (method, operation) in crate::auth::operations(item) {
+                assert!(
+                    Access::of(operation).is_some(),
+                    "{method} {path} declares no access"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn destroys_body_is_the_run_options_and_the_confirmation() {
+        use utoipa::PartialSchema;
+        let properties = |schema: Value| -> Vec<String> {
+            let mut keys: Vec<String> = schema["properties"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect();
+            keys.sort();
+            keys
+        };
+        let run = serde_json::to_value(crate::domain::RunOptions::schema()).unwrap();
+        let destroy = serde_json::to_value(crate::domain::DestroyOptions::schema()).unwrap();
+        let mut expected = properties(run);
+        expected.push("confirm".into());
+        expected.sort();
+        assert_eq!(properties(destroy.clone()), expected);
+        assert_eq!(destroy["required"], json!(["confirm"]));
+    }
+
+    #[test]
+    fn every_route_needing_a_scope_says_so() {
+        let doc = serde_json::to_value(openapi_document()).unwrap();
+        let plan = &doc["paths"]["/workspaces/{name}/terraform/plan"]["post"];
+        assert_eq!(plan["security"], json!([{ "bearer": ["plan"] }]));
+        assert_eq!(plan["parameters"][0]["name"], "name");
+        assert_eq!(plan["operationId"], "workspace_terraform_plan");
+        assert!(plan["responses"]["401"].is_object());
+        let created = &doc["paths"]["/workspaces"]["post"]["responses"]["201"]["links"];
+        assert_eq!(
+            created["workspace_terraform_plan"]["parameters"]["name"],
+            "$response.body#/name"
+        );
+        let accepted = &doc["components"]["responses"]["Accepted"]["links"];
+        assert_eq!(
+            accepted["cancel_job"]["parameters"]["id"],
+            "$response.body#/job_id"
+        );
+        let health = &doc["paths"]["/health"]["get"];
+        assert!(health.get("security").is_none());
+        assert!(health["responses"].get("401").is_none());
+    }
+
+    #[test]
+    fn configure_documents_the_type_it_reads_with_open_ended_settings() {
+        let doc = serde_json::to_value(openapi_document()).unwrap();
+        let schema = &doc["components"]["schemas"]["ConfigureRequest"];
+        assert_eq!(
+            schema["required"],
+            json!(["bastion_key_path", "db_key_path"])
+        );
+        assert_eq!(
+            schema["additionalProperties"]["$ref"],
+            "#/components/schemas/PgSettingValue"
         );
     }
 }

@@ -2,30 +2,30 @@
 
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{PreferAsync, RunReply, RunResult, SeesSecrets, StartedBy, WorkspaceParam};
-use crate::domain::RunOptions;
-use crate::domain::tfvars::conform;
+use super::{PreferAsync, RunReply, RunResult, SeesSecrets, WorkspaceParam, reply};
+use crate::auth::Access;
+use crate::cluster::{self, Actor, App};
+use crate::domain::{DestroyOptions, RunOptions};
 use crate::error::{ApiError, ErrorBody, OptionalJson};
-use crate::runner::{JobHandle, JobSpec, RunOutput};
-use crate::startup::AppState;
-use crate::tools::terraform::{self, Command, Outputs};
-use crate::workspace::{LockGuard, Workspace, off_runtime, write_atomic};
+use crate::runner::{JobHandle, RunOutput};
+use crate::tokens::Scope;
+use crate::tools::terraform::{Command, Outputs};
 
-/// The routes act on `default`; `startup` nests the same under
+/// The routes act on `default`; `routes::api()` nests the same under
 /// `/workspaces/{name}`.
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router() -> OpenApiRouter<App> {
     OpenApiRouter::new()
-        .routes(routes!(generate))
-        .routes(routes!(init))
-        .routes(routes!(plan))
-        .routes(routes!(apply))
-        .routes(routes!(destroy))
-        .routes(routes!(output))
+        .routes(Access::Needs(Scope::Plan).declare(routes!(generate)))
+        .routes(Access::Needs(Scope::Plan).declare(routes!(init)))
+        .routes(Access::Needs(Scope::Plan).declare(routes!(plan)))
+        .routes(Access::Needs(Scope::Apply).declare(routes!(apply)))
+        .routes(Access::Needs(Scope::Admin).declare(routes!(destroy)))
+        .routes(Access::Needs(Scope::Read).declare(routes!(output)))
 }
 
 /// The body of `generate`: the stack's variables by name. Names, types and
@@ -73,7 +73,7 @@ pub struct GenerateResult {
     )
 )]
 async fn generate(
-    State(state): State<AppState>,
+    State(app): State<App>,
     WorkspaceParam(workspace): WorkspaceParam,
     OptionalJson(body): OptionalJson<Option<TerraformVariables>>,
 ) -> Result<axum::Json<GenerateResult>, ApiError> {
@@ -82,116 +82,12 @@ async fn generate(
             "the request body must be a JSON object of terraform variables",
         ));
     };
-    let tfvars = Tfvars::check(&state, &workspace, &given)?;
-    let hold = state.hold_for_files(&workspace)?;
-    tfvars.write(&state, &workspace, Some(hold)).await?;
+    let generated = cluster::generate(&app, &workspace, &given).await?;
     Ok(axum::Json(GenerateResult {
         message: "terraform.tfvars file generated successfully".into(),
         used_variables: given,
-        default_variables: tfvars.defaults,
+        default_variables: generated.defaults,
     }))
-}
-
-/// Variables checked against the stack's `variables.tf`, rendered as
-/// `terraform.tfvars`.
-pub(crate) struct Tfvars {
-    rendered: String,
-    /// The stack's defaults for what was not given.
-    pub defaults: Map<String, Value>,
-}
-
-impl Tfvars {
-    /// Every unknown, missing and invalid variable at once.
-    pub(crate) fn check(
-        state: &AppState,
-        workspace: &Workspace,
-        given: &Map<String, Value>,
-    ) -> Result<Tfvars, ApiError> {
-        let stack_dir = state.stack_dir(workspace);
-        let stack = state.stacks.get(&stack_dir).map_err(ApiError::internal)?;
-
-        let unknown: Vec<String> = given
-            .keys()
-            .filter(|name| stack.get(name).is_none())
-            .cloned()
-            .collect();
-        let missing: Vec<String> = stack
-            .variables
-            .iter()
-            .filter(|v| v.is_required() && given.get(&v.name).is_none_or(Value::is_null))
-            .map(|v| v.name.clone())
-            .collect();
-        let mut invalid = Map::new();
-        // Declaration order, so the file reads like variables.tf.
-        let mut values = Map::new();
-        for spec in &stack.variables {
-            let Some(value) = given.get(&spec.name) else {
-                continue;
-            };
-            if spec.is_required() && value.as_str().is_some_and(|v| v.trim().is_empty()) {
-                invalid.insert(
-                    spec.name.clone(),
-                    json!("is required and must not be empty"),
-                );
-                continue;
-            }
-            match conform(value, &spec.ty).and_then(|v| spec.validate(&v).map(|_| v)) {
-                Ok(v) => {
-                    values.insert(spec.name.clone(), v);
-                }
-                Err(reason) => {
-                    invalid.insert(spec.name.clone(), json!(reason));
-                }
-            }
-        }
-        if !unknown.is_empty() || !missing.is_empty() || !invalid.is_empty() {
-            return Err(ApiError::Variables {
-                unknown,
-                missing,
-                invalid,
-            });
-        }
-        let rendered = state
-            .renderer
-            .render("terraform.tfvars.j2", json!({ "variables": values }))
-            .map_err(ApiError::internal)?;
-        let defaults = stack
-            .variables
-            .iter()
-            .filter(|v| !given.contains_key(&v.name))
-            .filter_map(|v| v.default.clone().map(|d| (v.name.clone(), d)))
-            .collect();
-        Ok(Tfvars { rendered, defaults })
-    }
-
-    /// Mirrors the stack into the workspace and writes the file. The caller
-    /// holds the workspace; `hold`, its guard when the caller may be dropped
-    /// (a request whose client goes away), is kept until the file is written. A plan made from other
-    /// variables is refused by apply from now on: it records the digest of
-    /// the tfvars it was made from.
-    pub(crate) async fn write(
-        &self,
-        state: &AppState,
-        workspace: &Workspace,
-        hold: Option<LockGuard>,
-    ) -> Result<(), ApiError> {
-        let stack = state.stack_dir(workspace);
-        let files_error = super::workspace_files_error(workspace);
-        let workspace = workspace.clone();
-        let rendered = self.rendered.clone();
-        off_runtime(move || {
-            let _hold = hold;
-            workspace.sync_stack(&stack)?;
-            write_atomic(&workspace.tfvars(), rendered.as_bytes())
-        })
-        .await
-        .map_err(files_error)
-    }
-}
-
-/// `terraform plan`'s `-detailed-exitcode`: 2 when the plan changes something.
-fn plan_changes(exit_code: Option<i32>) -> bool {
-    exit_code == Some(2)
 }
 
 /// `plan`'s success: whether the saved plan changes anything.
@@ -225,24 +121,6 @@ pub struct OutputResult {
     pub output: String,
 }
 
-/// The body of `destroy`, as documented: the run options and the
-/// confirmation. The handler reads it as `RunOptions`, whose `confirm` only
-/// destroy accepts; a unit test keeps the two alike.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(example = json!({"confirm": "default"}))]
-#[allow(dead_code)]
-pub struct DestroyOptions {
-    /// Return terraform's standard output in the answer.
-    #[serde(default)]
-    output: bool,
-    /// Answer `202` at once with the job instead of waiting for its end.
-    #[serde(default, rename = "async")]
-    run_async: bool,
-    /// The workspace's name, typed out (`default` on the original routes).
-    confirm: String,
-}
-
 /// A terraform job submitted, and how its caller wants the answer.
 struct Started {
     handle: JobHandle,
@@ -255,23 +133,21 @@ impl Started {
     /// The job at once (async), or its success as `done` makes it.
     async fn reply<T>(
         self,
-        state: &AppState,
+        app: &App,
         done: impl FnOnce(&RunOutput) -> T,
     ) -> Result<RunReply<T>, ApiError> {
         let failure = match self.command {
             Command::Output => "Terraform output command failed".to_string(),
             command => format!("Terraform command '{}' failed", command.name()),
         };
-        state
-            .reply(self.handle, self.run_async, failure, done)
-            .await
+        reply(app, self.handle, self.run_async, failure, done).await
     }
 
     /// The answer of init, apply and destroy.
-    async fn reply_run_result(self, state: &AppState) -> Result<RunReply<RunResult>, ApiError> {
+    async fn reply_run_result(self, app: &App) -> Result<RunReply<RunResult>, ApiError> {
         let name = self.command.name();
         let include_output = self.include_output;
-        self.reply(state, |out| RunResult {
+        self.reply(app, |out| RunResult {
             message: format!("Terraform command '{name}' executed successfully"),
             job_id: out.job_id,
             output: include_output.then(|| out.stdout.clone()),
@@ -299,14 +175,14 @@ impl Started {
     )
 )]
 async fn init(
-    State(state): State<AppState>,
+    State(app): State<App>,
     ws: WorkspaceParam,
-    by: StartedBy,
+    actor: Actor,
     prefer: PreferAsync,
     options: OptionalJson<RunOptions>,
 ) -> Result<RunReply<RunResult>, ApiError> {
-    let started = start(&state, ws, by, prefer, options, Command::Init).await?;
-    started.reply_run_result(&state).await
+    let started = start(&app, ws, actor, prefer, options, Command::Init).await?;
+    started.reply_run_result(&app).await
 }
 
 /// `terraform plan`, saved for apply.
@@ -329,19 +205,19 @@ async fn init(
     )
 )]
 async fn plan(
-    State(state): State<AppState>,
+    State(app): State<App>,
     ws: WorkspaceParam,
-    by: StartedBy,
+    actor: Actor,
     prefer: PreferAsync,
     options: OptionalJson<RunOptions>,
 ) -> Result<RunReply<PlanResult>, ApiError> {
-    let started = start(&state, ws, by, prefer, options, Command::Plan).await?;
+    let started = start(&app, ws, actor, prefer, options, Command::Plan).await?;
     let include_output = started.include_output;
     started
-        .reply(&state, |out| PlanResult {
+        .reply(&app, |out| PlanResult {
             message: "Terraform command 'plan' executed successfully".into(),
             job_id: out.job_id,
-            changes: plan_changes(out.exit_code),
+            changes: cluster::plan_changes(out.exit_code),
             output: include_output.then(|| out.stdout.clone()),
         })
         .await
@@ -369,14 +245,14 @@ async fn plan(
     )
 )]
 async fn apply(
-    State(state): State<AppState>,
+    State(app): State<App>,
     ws: WorkspaceParam,
-    by: StartedBy,
+    actor: Actor,
     prefer: PreferAsync,
     options: OptionalJson<RunOptions>,
 ) -> Result<RunReply<RunResult>, ApiError> {
-    let started = start(&state, ws, by, prefer, options, Command::Apply).await?;
-    started.reply_run_result(&state).await
+    let started = start(&app, ws, actor, prefer, options, Command::Apply).await?;
+    started.reply_run_result(&app).await
 }
 
 /// `terraform destroy`, confirmed by the workspace's name.
@@ -400,14 +276,15 @@ async fn apply(
     )
 )]
 async fn destroy(
-    State(state): State<AppState>,
+    State(app): State<App>,
     ws: WorkspaceParam,
-    by: StartedBy,
+    actor: Actor,
     prefer: PreferAsync,
-    options: OptionalJson<RunOptions>,
+    OptionalJson(options): OptionalJson<DestroyOptions>,
 ) -> Result<RunReply<RunResult>, ApiError> {
-    let started = start(&state, ws, by, prefer, options, Command::Destroy).await?;
-    started.reply_run_result(&state).await
+    let options = OptionalJson(options.into());
+    let started = start(&app, ws, actor, prefer, options, Command::Destroy).await?;
+    started.reply_run_result(&app).await
 }
 
 /// `terraform output -json`, parsed. Only an authenticated admin sees
@@ -431,17 +308,17 @@ async fn destroy(
     )
 )]
 async fn output(
-    State(state): State<AppState>,
+    State(app): State<App>,
     ws: WorkspaceParam,
-    by: StartedBy,
+    actor: Actor,
     SeesSecrets(reveal): SeesSecrets,
     prefer: PreferAsync,
     options: OptionalJson<RunOptions>,
 ) -> Result<RunReply<OutputResult>, ApiError> {
-    let started = start(&state, ws, by, prefer, options, Command::Output).await?;
-    let format = state.config.output_format;
+    let started = start(&app, ws, actor, prefer, options, Command::Output).await?;
+    let format = app.config.output_format;
     started
-        .reply(&state, move |out| {
+        .reply(&app, move |out| {
             let outputs = Outputs::parse(&out.stdout).unwrap_or_default();
             let shown = if reveal {
                 outputs.values.clone()
@@ -466,153 +343,19 @@ async fn output(
 
 /// Checks the options and submits the command's job.
 async fn start(
-    state: &AppState,
+    app: &App,
     WorkspaceParam(workspace): WorkspaceParam,
-    started_by: StartedBy,
+    actor: Actor,
     PreferAsync(prefer_async): PreferAsync,
     OptionalJson(mut options): OptionalJson<RunOptions>,
     command: Command,
 ) -> Result<Started, ApiError> {
     options.run_async |= prefer_async;
-    check_confirmation(command, options.confirm.as_deref(), workspace.name())?;
-    let request = json!({ "output": options.output, "async": options.run_async });
-    let spec = run_spec(state, &workspace, command, request, false)?;
-    let mut spec = spec;
-    started_by.stamp(&mut spec);
-    spec.capture_stdout |= options.output && !options.run_async;
-    let handle = state.submit(spec).await?;
+    let handle = cluster::start_command(app, &workspace, command, &options, &actor).await?;
     Ok(Started {
         handle,
         command,
         run_async: options.run_async,
         include_output: options.output,
     })
-}
-
-/// The job of a terraform command. `held`: the caller (a deploy) already
-/// holds the workspace; otherwise it is held while the stack is mirrored.
-pub(crate) fn run_spec(
-    state: &AppState,
-    workspace: &Workspace,
-    command: Command,
-    request: Value,
-    held: bool,
-) -> Result<JobSpec, ApiError> {
-    let stack_dir = state.stack_dir(workspace);
-    let files_error = super::workspace_files_error(workspace);
-    workspace.ensure().map_err(&files_error)?;
-    let spec = match command {
-        Command::Init => {
-            let _hold = hold(state, workspace, held)?;
-            workspace.sync_stack(&stack_dir).map_err(&files_error)?;
-            terraform::job(&state.config, workspace, command, None, request)
-        }
-        Command::Plan => {
-            {
-                let _hold = hold(state, workspace, held)?;
-                workspace.sync_stack(&stack_dir).map_err(&files_error)?;
-            }
-            let plan_file = workspace.plan_file(&uuid::Uuid::new_v4().to_string());
-            let mut spec =
-                terraform::job(&state.config, workspace, command, Some(&plan_file), request);
-            let ws = workspace.clone();
-            let saved = plan_file.clone();
-            // The variables the plan is made from: the workspace is held by
-            // this job until it ends, so they cannot change under it.
-            let tfvars_sha256 = workspace.tfvars_sha256();
-            spec.on_success = Some(Box::new(move |out| {
-                ws.clear_latest_plan();
-                ws.set_latest_plan(&saved, &tfvars_sha256)
-                    .map_err(|e| format!("could not record the saved plan: {e}"))?;
-                Ok(Some(json!({ "changes": plan_changes(out.exit_code) })))
-            }));
-            spec.on_finish = Some(Box::new(move |status| {
-                if status != crate::store::JobStatus::Succeeded {
-                    let _ = std::fs::remove_file(&plan_file);
-                }
-            }));
-            spec
-        }
-        Command::Apply => {
-            let Some(saved) = workspace.latest_plan() else {
-                return Err(ApiError::Conflict(
-                    "there is no saved plan to apply: call /terraform/plan first".into(),
-                ));
-            };
-            if saved.tfvars_sha256 != workspace.tfvars_sha256() {
-                return Err(ApiError::Conflict(
-                    "the saved plan was made before terraform.tfvars last changed: \
-                     call /terraform/plan again, then apply"
-                        .into(),
-                ));
-            }
-            let plan_file = saved.path;
-            let mut spec =
-                terraform::job(&state.config, workspace, command, Some(&plan_file), request);
-            let ws = workspace.clone();
-            // A saved plan can be applied once, whatever the outcome.
-            spec.on_finish = Some(Box::new(move |_| ws.clear_latest_plan()));
-            spec
-        }
-        Command::Destroy => {
-            let mut spec = terraform::job(&state.config, workspace, command, None, request);
-            let ws = workspace.clone();
-            spec.on_finish = Some(Box::new(move |_| ws.clear_latest_plan()));
-            spec
-        }
-        Command::Output => {
-            let mut spec = terraform::job(&state.config, workspace, command, None, request);
-            spec.on_success = Some(Box::new(|out| {
-                let outputs = Outputs::parse(&out.stdout)?;
-                Ok(Some(
-                    json!({ "outputs": outputs.masked(), "sensitive": outputs.sensitive }),
-                ))
-            }));
-            spec
-        }
-    };
-    Ok(spec)
-}
-
-fn hold(
-    state: &AppState,
-    workspace: &Workspace,
-    held: bool,
-) -> Result<Option<LockGuard>, ApiError> {
-    if held {
-        Ok(None)
-    } else {
-        state.hold_for_files(workspace).map(Some)
-    }
-}
-
-/// `destroy` needs `"confirm": "<workspace name>"`; the other commands take
-/// no confirmation.
-fn check_confirmation(
-    command: Command,
-    confirm: Option<&str>,
-    workspace: &str,
-) -> Result<(), ApiError> {
-    match (command, confirm) {
-        (Command::Destroy, Some(given)) if given == workspace => Ok(()),
-        (Command::Destroy, Some(_)) => Err(ApiError::field(
-            "confirm",
-            format!(
-                "does not match the workspace: send {{\"confirm\": \"{workspace}\"}} to destroy \
-                 every resource of workspace '{workspace}'"
-            ),
-        )),
-        (Command::Destroy, None) => Err(ApiError::field(
-            "confirm",
-            format!(
-                "is required: destroy removes every resource of workspace '{workspace}'; \
-                 send {{\"confirm\": \"{workspace}\"}} to go ahead"
-            ),
-        )),
-        (_, Some(_)) => Err(ApiError::field(
-            "confirm",
-            format!("only destroy takes a confirmation, not {}", command.name()),
-        )),
-        (_, None) => Ok(()),
-    }
 }

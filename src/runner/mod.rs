@@ -11,12 +11,10 @@ mod live;
 mod pipeline;
 mod process;
 mod pump;
-mod secret;
 
 pub use live::Follower;
 pub use pipeline::{Pipeline, PipelineEnd, PipelineSpec};
 pub use process::capture_secret_output;
-pub use secret::{MASK, Redactor, Secret};
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
@@ -30,6 +28,7 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::secret::{Redactor, Secret};
 use crate::store::{Completion, Job, JobId, JobKind, JobStatus, JobStore, LogLine, Stream};
 use crate::telemetry::{ToolFile, ToolLogBatch};
 use crate::workspace::{Holder, LockGuard, WorkspaceLocks};

@@ -6,7 +6,8 @@ use serde_json::{Value, json};
 
 use crate::config::Config;
 use crate::domain::PostgresqlVersion;
-use crate::runner::{JobSpec, Secret, ToolLog};
+use crate::runner::{JobSpec, ToolLog};
+use crate::secret::Secret;
 use crate::store::JobKind;
 use crate::workspace::Workspace;
 
@@ -173,7 +174,7 @@ pub async fn vault_secrets(
         format!("/dev/fd/{VAULT_FD}").into(),
         absolute(&config.ansible_vault_file).into(),
     ];
-    let secret_env: Vec<String> = crate::startup::SECRET_ENV
+    let secret_env: Vec<String> = crate::config::SECRET_ENV
         .iter()
         .map(|s| s.to_string())
         .collect();

@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pgcluster_api::auth::{Scope, TokenEntry};
+use pgcluster_api::tokens::{Scope, TokenEntry};
 use serde_json::json;
 
 use crate::helpers::*;

@@ -423,7 +423,7 @@ async fn prefer_respond_async_answers_202_like_the_async_option() {
 
 #[tokio::test]
 async fn a_job_records_who_started_it() {
-    use pgcluster_api::auth::{Scope, TokenEntry};
+    use pgcluster_api::tokens::{Scope, TokenEntry};
     let token = "pgc_ci-token-for-the-started-by-test";
     let app = spawn_app_with(AppOptions {
         vars: vec![(

@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
+use pgcluster_api::cluster::App;
 use pgcluster_api::config::Config;
-use pgcluster_api::startup::{AppState, router};
+use pgcluster_api::startup::router;
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -21,7 +22,7 @@ const METHODS: [&str; 8] = [
 /// The real router, as `Application::build` makes it.
 fn real_router(root: &std::path::Path) -> Router {
     let config = Config::from_vars(test_vars(root, Tools::Fake)).expect("test configuration");
-    router(AppState::new(config).expect("state"))
+    router(App::new(config).expect("application"))
 }
 
 /// Every (METHOD, path) the router serves, found without a list of routes:
@@ -119,7 +120,7 @@ async fn every_route_the_router_serves_is_in_the_document_and_nothing_else() {
         undocumented.is_empty(),
         "served by the router but missing from /openapi.json: {undocumented:?}. Annotate each \
          handler with #[utoipa::path(...)] and register it with utoipa_axum::routes!() in its \
-         module's router(), merged in startup::api()"
+         module's router(), merged in routes::api()"
     );
     let stale: Vec<String> = documented
         .difference(&served)
@@ -151,6 +152,30 @@ async fn every_route_the_router_serves_is_in_the_document_and_nothing_else() {
 }
 
 #[tokio::test]
+async fn every_route_the_router_serves_declares_its_scope() {
+    let root = tempfile::tempdir().unwrap();
+    let router = real_router(root.path());
+    let served = served_routes(&router).await;
+    let doc = get_document(&router).await;
+    let undeclared: Vec<String> = served
+        .iter()
+        .filter(|(method, path)| {
+            let operation = &doc["paths"][path][method.to_lowercase()];
+            !matches!(
+                operation["x-required-scope"].as_str(),
+                Some("none" | "metrics" | "read" | "plan" | "apply" | "admin")
+            )
+        })
+        .map(|(m, p)| format!("{m} {p}"))
+        .collect();
+    assert!(
+        undeclared.is_empty(),
+        "served without a declared scope (wrap its routes!() in Access::...declare() where \
+         it is routed): {undeclared:?}"
+    );
+}
+
+#[tokio::test]
 async fn the_document_is_valid_openapi_3_1() {
     let root = tempfile::tempdir().unwrap();
     let doc = get_document(&real_router(root.path())).await;
@@ -165,7 +190,7 @@ async fn the_document_and_the_docs_need_no_token() {
             "API_TOKENS",
             format!(
                 "ci:admin:sha256:{}",
-                pgcluster_api::auth::TokenHash::of("pgc_t").to_hex()
+                pgcluster_api::tokens::TokenHash::of("pgc_t").to_hex()
             ),
         )],
         ..AppOptions::default()

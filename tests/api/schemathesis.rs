@@ -67,7 +67,7 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
             "API_TOKENS",
             format!(
                 "fuzz:admin:sha256:{}",
-                pgcluster_api::auth::TokenHash::of(token).to_hex()
+                pgcluster_api::tokens::TokenHash::of(token).to_hex()
             ),
         )],
         ..AppOptions::default()

@@ -485,7 +485,7 @@ async fn sensitive_outputs_never_reach_the_job_log_or_the_store() {
 
 #[tokio::test]
 async fn only_an_authenticated_admin_sees_sensitive_outputs() {
-    use pgcluster_api::auth::{Scope, TokenEntry};
+    use pgcluster_api::tokens::{Scope, TokenEntry};
     let (admin, reader) = (
         "pgc_admin-token-for-outputs",
         "pgc_reader-token-for-outputs",
