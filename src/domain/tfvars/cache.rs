@@ -16,8 +16,8 @@ type Parsed = (Vec<FileStamp>, Arc<StackVariables>);
 
 /// Stacks parsed once and again only when one of their `*.tf` files is
 /// added, removed or changed (size or modification time). Every `generate`
-/// checks its variables against the stack; parsing it for each request was
-/// about a quarter of the request's CPU.
+/// checks its variables against the stack, and parsing it is a large part of
+/// such a request's CPU.
 #[derive(Default)]
 pub struct StackCache {
     stacks: Mutex<HashMap<PathBuf, Parsed>>,

@@ -14,12 +14,9 @@ use super::SqliteStore;
 use crate::store::StoreError;
 
 /// WAL pages (4 KiB) after which a commit copies the WAL into the database
-/// (SQLite's default: 1000). A checkpoint syncs the WAL, then the database:
-/// while jobs print fast, a request's own fsync (`generate` writing
-/// `terraform.tfvars`) can wait behind one, and a smaller one is a shorter
-/// wait. 4 x 10 MB/s printed, against the default: the server's CPU and
-/// bytes written the same, `generate`'s loaded p99 2.5-3.5 ms against
-/// 3.9-4.1 ms (bench/notes.md).
+/// (SQLite's default: 1000). A request's own fsync (`generate` writing
+/// `terraform.tfvars`) can wait behind a checkpoint; a smaller one is a
+/// shorter wait.
 pub(super) const CHECKPOINT_PAGES: i64 = 128;
 
 /// A connection and its turn: one call at a time takes a blocking thread
@@ -40,10 +37,8 @@ impl Slot {
 }
 
 /// A cached statement keeps its query plan whatever values are bound. By
-/// default SQLite (built with STAT4) plans some statements again whenever
-/// their parameters are bound anew, to pick an index for the values: the
-/// job list's `(?1 IS NULL OR workspace = ?1)` was parsed and planned again
-/// at every `GET /jobs`, most of that query's cost.
+/// default SQLite (built with STAT4) plans some statements again for new
+/// values, such as the job list's `(?1 IS NULL OR workspace = ?1)`.
 fn stable_plans(conn: &Connection) -> Result<(), StoreError> {
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     Ok(())
@@ -75,14 +70,11 @@ impl SqliteStore {
     }
 
     /// Runs `f`, a read of a few rows found by key (a job by id, a page of the
-    /// newest jobs by sequence number), on the calling thread with
-    /// that thread's own connection. Handing it to the blocking pool and back
-    /// costs two thread wake-ups: most of a `GET /jobs/{id}`'s CPU time, and
-    /// on a busy machine most of its wait. Such a read takes microseconds on
-    /// pages in memory, and in WAL mode a reader does not wait for the
-    /// writer. Should SQLite answer busy all the same (a WAL being
-    /// recovered), or the connection fail to open, the read goes to the
-    /// blocking pool like the others.
+    /// newest jobs), on the calling thread with that thread's own connection:
+    /// such a read is cheaper than the two thread wake-ups of the blocking
+    /// pool, and in WAL mode it does not wait for the writer. Should SQLite
+    /// answer busy all the same (a WAL being recovered), or the connection
+    /// fail to open, the read goes to the blocking pool like the others.
     pub(super) async fn read_by_key<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
