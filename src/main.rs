@@ -20,12 +20,8 @@ fn main() -> ExitCode {
 }
 
 /// Allocations of 128 KiB and more get mappings of their own, returned to
-/// the system when freed. By default glibc raises that threshold each time
-/// such a block is freed, and later large blocks are then carved out of its
-/// heaps, which keep the space once they are freed. With 100 followers
-/// replaying a job's log, the peak was about 40 MiB in most runs of
-/// `scripts/bench.sh memory` and 58-86 MiB in some; with the threshold held,
-/// at most 57 MiB in ten figures (bench/notes.md).
+/// the system when freed. Left alone, glibc raises that threshold as such
+/// blocks are freed, and later large blocks stay in its heaps after use.
 fn keep_large_buffers_mapped() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt sets one parameter of the allocator; no thread but this

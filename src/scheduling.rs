@@ -5,11 +5,10 @@
 //! a lower priority (`JOB_OUTPUT_NICE`) and give way after each batch. A
 //! priority sets a thread's share of the CPU, not how soon it gets a core
 //! when it wakes: on Linux 6.6 and later (EEVDF) a running thread keeps its
-//! core for its slice (0.75 ms times 1 + log2 of the cores) before a thread
-//! waking with the same slice can take it. So the request threads also ask
-//! for a short slice: a thread that wakes with a shorter slice than the one
-//! running takes its core at once (Linux 6.12 and later; earlier kernels
-//! accept the request and ignore it). Measured in bench/notes.md.
+//! core for its slice before a thread waking with the same slice can take
+//! it. So the request threads also ask for a short slice: a thread that wakes
+//! with a shorter slice than the one running takes its core at once (Linux
+//! 6.12 and later; earlier kernels accept the request and ignore it).
 
 use std::io;
 

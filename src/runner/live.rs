@@ -41,11 +41,8 @@ pub enum JobEvent {
 const EVENT_BUFFER: usize = 1024;
 /// Lines handed to followers but not stored yet, past which the job stops
 /// reading its child until the store catches up (the child then waits on its
-/// pipe: nothing is lost). A follower near the end of its replay copies them
-/// before each store read, and waits for its turn at the reader holding the
-/// copy: with 100 followers, 256 KiB here made peaks of 56-75 MiB once the
-/// request threads took the CPU first (the store then lags), against 38-41
-/// MiB with 64 KiB (bench/notes.md). A little over one store batch.
+/// pipe: nothing is lost). Small, a little over one store batch: every
+/// follower near the end of its replay holds a copy of them.
 const UNSTORED_MAX_BYTES: usize = 64 * 1024;
 /// Most lines stored in one transaction: small enough that a job record
 /// written meanwhile does not wait long for the connection.
@@ -199,8 +196,7 @@ pub struct Follower {
 }
 
 /// Lines read from the store at a time. A follower holds up to a page, so
-/// with 100 followers a page of 1000 lines (about 150 KB each) was 15 MB of
-/// the server's memory.
+/// the page size times the followers is memory the server holds.
 const PAGE: usize = 256;
 
 struct Live {

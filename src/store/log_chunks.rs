@@ -10,9 +10,9 @@
 //! Those bytes are stored LZ4-compressed, behind a `z` and their length
 //! (`u32`, little-endian). Where that would not make them smaller they are
 //! stored as they are, and begin with a stream byte, as every chunk written
-//! before compression does. Tool output repeats itself: a chunk compressed is
-//! a third to a ninth of its bytes, and writing those bytes (to the WAL, then
-//! to the database) was most of what storing a log cost.
+//! before compression does. Tool output repeats itself, and writing a
+//! chunk's bytes (to the WAL, then to the database) is most of what storing
+//! a log costs.
 
 use std::borrow::Cow;
 
