@@ -63,6 +63,10 @@ pub struct Config {
     pub output_nice: i32,
     /// Largest request body accepted (`MAX_BODY_BYTES`).
     pub max_body_bytes: usize,
+    /// Free bytes `DATA_DIR` and `LOG_DIR` keep: below it `/ready` fails and
+    /// runs are refused (`MIN_FREE_BYTES`; default the smaller of 1% of the
+    /// filesystem and 256 MiB).
+    pub min_free_bytes: Option<u64>,
     /// Where job records and logs are kept (`DATABASE_URL`); default
     /// `sqlite://<DATA_DIR>/jobs.db`, `memory:` keeps them in memory only.
     pub database_url: Option<String>,
@@ -220,6 +224,10 @@ impl Config {
                 }
             },
             max_body_bytes: r.positive("MAX_BODY_BYTES", "65536") as usize,
+            min_free_bytes: match r.string("MIN_FREE_BYTES", "").as_str() {
+                "" => None,
+                _ => Some(r.parse("MIN_FREE_BYTES", "", "a number of bytes")),
+            },
             database_url: r
                 .vars
                 .get("DATABASE_URL")

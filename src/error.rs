@@ -54,6 +54,13 @@ pub enum ApiError {
         message: String,
         required: crate::tokens::Scope,
     },
+    /// 507 (no space) or 503 (a read-only or failing disk): the work could
+    /// not be recorded or written; nothing was started. With `Retry-After`.
+    #[error("{message}")]
+    Unavailable {
+        message: String,
+        insufficient_storage: bool,
+    },
     /// 404: no such thing.
     #[error("{0}")]
     NotFound(String),
@@ -112,6 +119,11 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unavailable {
+                insufficient_storage: true,
+                ..
+            } => StatusCode::INSUFFICIENT_STORAGE,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -236,6 +248,10 @@ impl IntoResponse for ApiError {
                     ))
                 }
             }
+            ApiError::Unavailable { message, .. } => {
+                extra_header = Some((header::RETRY_AFTER, HeaderValue::from_static("30")));
+                ErrorBody::new(message)
+            }
             ApiError::Unauthorized(message) => {
                 extra_header = Some((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
                 ErrorBody::new(message)
@@ -288,6 +304,10 @@ impl From<crate::cluster::Error> for ApiError {
             Error::Busy { workspace, job_id } => ApiError::Busy { workspace, job_id },
             Error::Conflict(message) => ApiError::Conflict(message),
             Error::NotFound(message) => ApiError::NotFound(message),
+            Error::Unavailable { message, fault } => ApiError::Unavailable {
+                message,
+                insufficient_storage: fault == crate::disk::StorageFault::NoSpace,
+            },
             Error::Internal(cause) => ApiError::Internal(cause),
         }
     }
@@ -455,6 +475,18 @@ mod tests {
         let answer = ApiError::from(busy).into_response();
         assert_eq!(answer.status(), StatusCode::CONFLICT);
         assert_eq!(answer.headers()[header::RETRY_AFTER], "5");
+        let full = ApiError::from(Error::Unavailable {
+            message: "no space left on device under DATA_DIR /d".into(),
+            fault: crate::disk::StorageFault::NoSpace,
+        })
+        .into_response();
+        assert_eq!(full.status(), StatusCode::INSUFFICIENT_STORAGE);
+        assert_eq!(full.headers()[header::RETRY_AFTER], "30");
+        let read_only = Error::Unavailable {
+            message: "read-only file system under DATA_DIR /d".into(),
+            fault: crate::disk::StorageFault::ReadOnly,
+        };
+        assert_eq!(status(read_only), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
             status(Error::internal("disk")),
             StatusCode::INTERNAL_SERVER_ERROR

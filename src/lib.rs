@@ -5,6 +5,7 @@ pub mod auth;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod disk;
 pub mod domain;
 pub mod error;
 pub mod metrics;

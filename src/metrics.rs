@@ -4,6 +4,7 @@
 //! - `http_requests_total{route,method,status}`, `http_request_duration_seconds{route}`
 //! - `jobs_total{kind,status}`, `job_duration_seconds{kind}`, `jobs_running`
 //! - `job_log_bytes_total`, `job_cancellations_total`, `job_timeouts_total`
+//! - `pgcluster_disk_free_bytes{dir}`: free space under `DATA_DIR` and `LOG_DIR`
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -91,4 +92,9 @@ pub fn job_finished(kind: JobKind, status: JobStatus, seconds: f64) {
 
 pub fn log_bytes(bytes: u64) {
     ::metrics::counter!("job_log_bytes_total").increment(bytes);
+}
+
+/// Free bytes under a directory, read when `/metrics` is served.
+pub fn disk_free(dir: &'static str, bytes: u64) {
+    ::metrics::gauge!("pgcluster_disk_free_bytes", "dir" => dir).set(bytes as f64);
 }

@@ -66,6 +66,8 @@ pub const WORKSPACE_PREFIX: &str = "/workspaces/{name}";
             UnsupportedMediaType,
             BadHost,
             NoSuchWorkspace,
+            InsufficientStorage,
+            StorageUnavailable,
         ),
     ),
 )]
@@ -94,8 +96,14 @@ pub fn finish(mut doc: OpenApi) -> OpenApi {
         ),
     );
     for (path, item) in doc.paths.paths.iter_mut() {
-        for (_, operation) in operations(item) {
+        for (method, operation) in operations(item) {
             optional_body_is_not_null(operation);
+            // Work that records a job or writes files is refused on a disk
+            // that cannot take it.
+            if method == axum::http::Method::POST {
+                add_response::<InsufficientStorage>(operation, "507");
+                add_response::<StorageUnavailable>(operation, "503");
+            }
             if path.starts_with(&format!("{WORKSPACE_PREFIX}/")) {
                 in_workspace(operation);
             }
@@ -285,6 +293,12 @@ error_responses! {
     UnsupportedMediaType => "The body is not JSON (`Content-Type: application/json`)";
     /// 400 of every route.
     BadHost => "The `Host` header is not in `ALLOWED_HOSTS`";
+    /// 507 of the routes that start work or write files.
+    InsufficientStorage => "No space left under `DATA_DIR` (or below `MIN_FREE_BYTES`): nothing \
+        was started or written; `Retry-After` says when to try again";
+    /// 503 of the routes that start work or write files.
+    StorageUnavailable => "The disk under `DATA_DIR` is read-only or failing: nothing was \
+        started or written; `Retry-After` says when to try again";
     /// 404 of the routes under `/workspaces/{name}`.
     NoSuchWorkspace => "No such workspace: create it with `POST /workspaces`";
 }

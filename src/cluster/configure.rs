@@ -118,6 +118,7 @@ pub async fn configure(
     input: &ConfigureInput,
     actor: &Actor,
 ) -> Result<Configured, Error> {
+    app.check_storage()?;
     let hold = app.hold_for_files(workspace)?;
     workspace.ensure().map_err(files_error(workspace))?;
     let mut spec = terraform::job(

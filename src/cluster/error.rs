@@ -3,6 +3,7 @@
 
 use serde_json::{Map, Value};
 
+use crate::disk::StorageFault;
 use crate::runner::RunOutput;
 use crate::store::{JobId, JobStatus};
 use crate::workspace::{Holder, Workspace};
@@ -41,6 +42,13 @@ pub enum Error {
     /// Something must happen first, or the workspace's state forbids it.
     #[error("{0}")]
     Conflict(String),
+    /// The disk under `DATA_DIR` cannot take a write now (full, read-only,
+    /// failing): nothing was started or written; retry once it can.
+    #[error("{message}")]
+    Unavailable {
+        message: String,
+        fault: StorageFault,
+    },
     /// No such workspace, job or thing.
     #[error("{0}")]
     NotFound(String),
@@ -114,6 +122,17 @@ pub fn files_error(workspace: &Workspace) -> impl Fn(std::io::Error) -> Error {
         if err.kind() == std::io::ErrorKind::NotFound && !workspace.exists() {
             let name = workspace.name();
             Error::NotFound(format!("no workspace '{name}': it was deleted meanwhile"))
+        } else if let Some(fault) = StorageFault::of_io(&err) {
+            Error::Unavailable {
+                message: format!(
+                    "{} under DATA_DIR ({}): workspace '{}' could not be written; retry once \
+                     there is room",
+                    fault.describe(),
+                    workspace.root().display(),
+                    workspace.name()
+                ),
+                fault,
+            }
         } else {
             Error::internal(err)
         }
@@ -159,6 +178,15 @@ mod tests {
         assert!(workspace.exists());
         let missing = files_error(&workspace)(not_found());
         assert!(matches!(missing, Error::Internal(_)), "{missing:?}");
+        let full = std::io::Error::from_raw_os_error(nix::libc::ENOSPC);
+        let Error::Unavailable { message, fault } = files_error(&workspace)(full) else {
+            panic!("a full disk is a refusal to retry");
+        };
+        assert_eq!(fault, StorageFault::NoSpace);
+        assert!(
+            message.starts_with("no space left on device under DATA_DIR ("),
+            "{message}"
+        );
         let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
         assert!(matches!(
             files_error(&workspace)(denied),

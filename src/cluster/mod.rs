@@ -137,9 +137,66 @@ impl App {
         }
     }
 
-    /// Submits a job; a busy workspace is [`Error::Busy`].
+    /// Submits a job; a busy workspace is [`Error::Busy`], a disk that
+    /// cannot take the job's record [`Error::Unavailable`].
     pub async fn submit(&self, spec: JobSpec) -> Result<JobHandle, Error> {
-        self.runner.submit(spec).await.map_err(Error::from)
+        self.check_storage()?;
+        self.runner
+            .submit(spec)
+            .await
+            .map_err(|err| self.refusal(err))
+    }
+
+    /// Refuses to start work while `DATA_DIR` has less free space than the
+    /// server keeps (`MIN_FREE_BYTES`).
+    pub fn check_storage(&self) -> Result<(), Error> {
+        let dir = &self.config.data_dir;
+        let Ok(space) = crate::disk::Space::of(dir) else {
+            // Not measurable here: the writes themselves will tell.
+            return Ok(());
+        };
+        let minimum = space.minimum(self.config.min_free_bytes);
+        if space.free >= minimum {
+            return Ok(());
+        }
+        Err(Error::Unavailable {
+            message: format!(
+                "no space left on device under DATA_DIR {}: {} free, below the {} the server \
+                 keeps (MIN_FREE_BYTES); free space, then retry",
+                dir.display(),
+                crate::disk::human(space.free),
+                crate::disk::human(minimum)
+            ),
+            fault: crate::disk::StorageFault::NoSpace,
+        })
+    }
+
+    /// Why a job could not start: the workspace is busy, or the job store
+    /// could not record it (a disk fault is named, with where the store is).
+    pub fn refusal(&self, err: SubmitError) -> Error {
+        match err {
+            SubmitError::Store(err) => match err.storage_fault() {
+                Some(fault) => Error::Unavailable {
+                    message: format!(
+                        "{} under {}: the job store cannot record a new job; nothing was \
+                         started, retry once it can",
+                        fault.describe(),
+                        self.store_location()
+                    ),
+                    fault,
+                },
+                None => Error::internal(err),
+            },
+            busy => Error::from(busy),
+        }
+    }
+
+    /// Where the job store keeps its records, as an operator looks for it.
+    fn store_location(&self) -> String {
+        match &self.config.database_url {
+            Some(url) => format!("DATABASE_URL {url}"),
+            None => format!("DATA_DIR {}", self.config.data_dir.display()),
+        }
     }
 
     /// Holds the workspace while an operation rewrites its files.

@@ -29,6 +29,7 @@ pub async fn generate(
     given: &Map<String, Value>,
 ) -> Result<Generated, Error> {
     let tfvars = Tfvars::check(app, workspace, given)?;
+    app.check_storage()?;
     let hold = app.hold_for_files(workspace)?;
     tfvars.write(app, workspace, Some(hold)).await?;
     Ok(Generated {

@@ -84,6 +84,7 @@ pub async fn create_workspace(
             format!("must be one of: {}", known.join(", ")),
         ));
     }
+    app.check_storage()?;
     let workspace = app.workspace(name.as_str());
     // Held like a delete holds it: two requests creating the same name (or
     // one deleting it) take turns, and only one of them creates it. The hold
@@ -110,7 +111,17 @@ pub async fn create_workspace(
         }
     })
     .await
-    .map_err(Error::internal)
+    .map_err(|err| match crate::disk::StorageFault::of_io(&err) {
+        Some(fault) => Error::Unavailable {
+            message: format!(
+                "{} under DATA_DIR {}: the workspace could not be created",
+                fault.describe(),
+                app.config.data_dir.display()
+            ),
+            fault,
+        },
+        None => Error::internal(err),
+    })
 }
 
 /// Deletes a workspace; refused for `default`, while its state still holds

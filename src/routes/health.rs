@@ -16,6 +16,7 @@ use utoipa_axum::routes;
 
 use crate::auth::Access;
 use crate::cluster::App;
+use crate::disk;
 use crate::store::JobFilter;
 
 pub fn router() -> OpenApiRouter<App> {
@@ -77,12 +78,21 @@ async fn version() -> Json<Version> {
     summary = "Prometheus metrics",
     description = "`http_requests_total{route,method,status}`, `http_request_duration_seconds`, \
         `jobs_total{kind,status}`, `job_duration_seconds`, `jobs_running`, \
-        `job_log_bytes_total`, `job_cancellations_total`, `job_timeouts_total`. Open unless \
+        `job_log_bytes_total`, `job_cancellations_total`, `job_timeouts_total`, \
+        `pgcluster_disk_free_bytes{dir}` (`data_dir`, `log_dir`). Open unless \
         `METRICS_REQUIRE_TOKEN=true`, then it needs a `read` token.",
     responses((status = 200, description = "Prometheus text exposition format",
         content_type = "text/plain", body = String))
 )]
-async fn metrics() -> Response {
+async fn metrics(State(state): State<App>) -> Response {
+    for (dir, path) in [
+        ("data_dir", &state.config.data_dir),
+        ("log_dir", &state.config.log_dir),
+    ] {
+        if let Ok(space) = disk::Space::of(path) {
+            crate::metrics::disk_free(dir, space.free);
+        }
+    }
     crate::metrics::render().await
 }
 
@@ -120,8 +130,9 @@ pub struct Check {
     path = "/ready",
     tag = "health",
     summary = "Readiness: the tools, directories, job store and vault password",
-    description = "`200` when terraform and ansible-playbook answer, `DATA_DIR` and `LOG_DIR` are \
-        writable, the job store answers and the vault password is set.",
+    description = "`200` when terraform and ansible-playbook answer, a small file written and \
+        synced in `DATA_DIR` and in `LOG_DIR` lands and each keeps `MIN_FREE_BYTES` free, the job \
+        store answers and the vault password is set.",
     responses(
         (status = 200, description = "Ready", body = Readiness),
         (status = 503, description = "Not ready: `failing` names the broken checks", body = Readiness),
@@ -136,10 +147,22 @@ async fn ready(State(state): State<App>) -> Response {
     );
     checks.insert("terraform".into(), outcome(terraform));
     checks.insert("ansible_playbook".into(), outcome(ansible));
-    for (name, dir) in [("data_dir", &config.data_dir), ("log_dir", &config.log_dir)] {
-        let writable = tempfile::tempfile_in(dir)
-            .map(|_| format!("{} is writable", dir.display()))
-            .map_err(|e| format!("{} is not writable: {e}", dir.display()));
+    for (name, key, dir) in [
+        ("data_dir", "DATA_DIR", config.data_dir.clone()),
+        ("log_dir", "LOG_DIR", config.log_dir.clone()),
+    ] {
+        let min_free = config.min_free_bytes;
+        let writable = tokio::task::spawn_blocking(move || {
+            disk::check_writable(key, &dir, min_free).map(|space| {
+                format!(
+                    "{} is writable, {} free",
+                    dir.display(),
+                    disk::human(space.free)
+                )
+            })
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
         checks.insert(name.into(), outcome(writable));
     }
     let store = state

@@ -106,8 +106,7 @@ async fn list_jobs(
     };
     let page = state
         .runner
-        .store()
-        .list(&filter)
+        .jobs(&filter)
         .await
         .map_err(ApiError::internal)?;
     Ok(Json(JobList {
@@ -332,7 +331,7 @@ async fn follow(state: App, id: JobId, mut follower: Follower, tx: mpsc::Sender<
             return;
         }
     }
-    if let Ok(Some(job)) = state.runner.store().get(id).await {
+    if let Ok(Some(job)) = state.runner.job(id).await {
         let data = serde_json::to_string(&job).unwrap_or_default();
         let _ = tx.send(Event::default().event("end").data(data)).await;
     }
@@ -394,8 +393,7 @@ async fn find(state: &App, id: &str) -> Result<Job, ApiError> {
         JobId::parse(id).ok_or_else(|| ApiError::field("id", "is not a job id (a UUID)"))?;
     state
         .runner
-        .store()
-        .get(parsed)
+        .job(parsed)
         .await
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))

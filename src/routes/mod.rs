@@ -237,8 +237,7 @@ pub async fn reply<T>(
         let id = handle.id;
         let job = app
             .runner
-            .store()
-            .get(id)
+            .job(id)
             .await
             .map_err(ApiError::internal)?
             .ok_or_else(|| ApiError::internal(format!("job {id} vanished")))?;

@@ -22,6 +22,12 @@
 //! store again the same way: the same argument with S the moment it lagged.
 //! (The copy is taken at the end of the replay, not at S, so a follower holds
 //! it only during one store read, however long the replay.)
+//!
+//! When the store cannot write (a full or failing disk), the job does not
+//! wait for it: the newest lines stay in `unstored`, up to `HELD_MAX_BYTES`,
+//! the oldest past that are dropped, and once the store writes again a
+//! system line takes the number of the last dropped one and says how many
+//! were lost. Live followers saw every line; a replay has that gap.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, Weak};
@@ -47,6 +53,10 @@ const UNSTORED_MAX_BYTES: usize = 64 * 1024;
 /// Most lines stored in one transaction: small enough that a job record
 /// written meanwhile does not wait long for the connection.
 const STORE_BATCH: usize = 512;
+/// Lines kept while the store cannot write: the newest, up to this many bytes.
+const HELD_MAX_BYTES: usize = 1 << 20;
+/// How often the writer tries the store again after a failed write.
+const RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One running job's live lines.
 pub(crate) struct LiveLog {
@@ -64,6 +74,34 @@ struct Inner {
     unstored_bytes: usize,
     /// No more lines will come: the writer ends once `unstored` is empty.
     closed: bool,
+    /// Why the store's last write failed; cleared by the next that works.
+    fault: Option<String>,
+    /// A write of the front of `unstored` is under way (nothing is dropped).
+    writing: bool,
+    /// Lines dropped while the store could not write.
+    lost: Lost,
+}
+
+/// Lines dropped unstored: how many, and the numbers of the first and last.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Lost {
+    count: u64,
+    first: u64,
+    last: u64,
+}
+
+impl Lost {
+    /// The system line stored in place of the last dropped line.
+    fn marker(&self, fault: &str) -> LogLine {
+        LogLine {
+            n: self.last,
+            stream: crate::store::Stream::System,
+            text: format!(
+                "{} lines of output ({}-{}) could not be stored: {fault}",
+                self.count, self.first, self.last
+            ),
+        }
+    }
 }
 
 impl LiveLog {
@@ -77,6 +115,9 @@ impl LiveLog {
                 unstored: VecDeque::new(),
                 unstored_bytes: 0,
                 closed: false,
+                fault: None,
+                writing: false,
+                lost: Lost::default(),
             }),
             work: Notify::new(),
             stored: Notify::new(),
@@ -94,19 +135,35 @@ impl LiveLog {
             inner.unstored_bytes += line.text.len();
             inner.unstored.push_back(line);
         }
+        if inner.fault.is_some() && !inner.writing {
+            inner.drop_oldest();
+        }
         drop(inner);
         self.work.notify_one();
     }
 
-    /// Waits while the writer is too far behind.
+    /// Waits while the writer is too far behind (not while the store cannot
+    /// write: then the oldest lines are dropped instead).
     pub async fn room(&self) {
-        self.wait_until(|inner| inner.unstored_bytes <= UNSTORED_MAX_BYTES)
+        self.wait_until(|inner| inner.unstored_bytes <= UNSTORED_MAX_BYTES || inner.fault.is_some())
             .await
     }
 
     /// Waits until every published line is in the store.
     pub async fn all_stored(&self) {
-        self.wait_until(|inner| inner.unstored.is_empty()).await
+        self.wait_until(|inner| inner.unstored.is_empty() && inner.lost.count == 0)
+            .await
+    }
+
+    /// Waits until every published line is in the store, or the store
+    /// cannot write: then the job ends without waiting for the disk.
+    pub async fn settled(&self) -> Result<(), String> {
+        self.wait_until(|inner| inner.unstored.is_empty() || inner.fault.is_some())
+            .await;
+        match &self.inner.lock().unwrap().fault {
+            Some(fault) => Err(fault.clone()),
+            None => Ok(()),
+        }
     }
 
     async fn wait_until(&self, done: impl Fn(&Inner) -> bool) {
@@ -144,38 +201,90 @@ impl LiveLog {
     }
 
     /// The writer: stores lines from the front of `unstored`, in order, then
-    /// removes them from it.
+    /// removes them from it. After a failed write it tries again every
+    /// `RETRY`, first with the line that says what was dropped meanwhile.
     async fn store_lines(self: Arc<Self>, store: Arc<dyn JobStore>, job_id: JobId) {
         loop {
             let work = self.work.notified();
-            let (batch, closed) = {
-                let inner = self.inner.lock().unwrap();
-                let batch: Vec<LogLine> =
-                    inner.unstored.iter().take(STORE_BATCH).cloned().collect();
-                (batch, inner.closed)
-            };
-            if batch.is_empty() {
-                if closed {
+            let batch = {
+                let mut inner = self.inner.lock().unwrap();
+                let mut batch: Vec<LogLine> = Vec::new();
+                if inner.lost.count > 0 {
+                    let fault = inner.fault.clone().unwrap_or_default();
+                    batch.push(inner.lost.marker(&fault));
+                }
+                batch.extend(inner.unstored.iter().take(STORE_BATCH).cloned());
+                if batch.is_empty() && inner.closed {
                     return;
                 }
+                inner.writing = !batch.is_empty();
+                batch
+            };
+            if batch.is_empty() {
                 work.await;
                 continue;
             }
-            let count = batch.len();
-            if let Err(err) = store.append_log(job_id, batch).await {
-                tracing::error!(job_id = %job_id, error = %err, "could not store job log lines");
-            }
-            // On the output runtime (see `pump`): requests run first.
-            crate::scheduling::give_way();
-            {
+            let last = batch.last().map_or(0, |line| line.n);
+            let written = store.append_log(job_id, batch).await;
+            let failed = {
                 let mut inner = self.inner.lock().unwrap();
                 let inner = &mut *inner;
-                for line in inner.unstored.drain(..count) {
-                    inner.unstored_bytes -= line.text.len();
+                inner.writing = false;
+                match written {
+                    Ok(()) => {
+                        if inner.fault.take().is_some() {
+                            tracing::info!(job_id = %job_id, "the job store writes again");
+                        }
+                        inner.lost = Lost::default();
+                        while inner.unstored.front().is_some_and(|line| line.n <= last) {
+                            let line = inner.unstored.pop_front().expect("a front line");
+                            inner.unstored_bytes -= line.text.len();
+                        }
+                        false
+                    }
+                    Err(err) => {
+                        if inner.fault.is_none() {
+                            tracing::error!(job_id = %job_id, error = %err, "could not store job log lines: keeping the newest in memory");
+                        }
+                        inner.fault = Some(store_fault(&err));
+                        inner.drop_oldest();
+                        true
+                    }
                 }
-            }
+            };
             self.stored.notify_waiters();
+            if failed {
+                tokio::time::sleep(RETRY).await;
+            } else {
+                // On the output runtime (see `pump`): requests run first.
+                crate::scheduling::give_way();
+            }
         }
+    }
+}
+
+impl Inner {
+    /// Drops the oldest unstored lines past `HELD_MAX_BYTES`, counting them.
+    fn drop_oldest(&mut self) {
+        while self.unstored_bytes > HELD_MAX_BYTES {
+            let Some(line) = self.unstored.pop_front() else {
+                break;
+            };
+            self.unstored_bytes -= line.text.len();
+            if self.lost.count == 0 {
+                self.lost.first = line.n;
+            }
+            self.lost.count += 1;
+            self.lost.last = line.n;
+        }
+    }
+}
+
+/// What a failed store write says to a reader of the log.
+fn store_fault(err: &crate::store::StoreError) -> String {
+    match err.storage_fault() {
+        Some(fault) => format!("{} under the job store", fault.describe()),
+        None => err.to_string(),
     }
 }
 

@@ -29,7 +29,10 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::secret::{Redactor, Secret};
-use crate::store::{Completion, Job, JobId, JobKind, JobStatus, JobStore, LogLine, Stream};
+use crate::store::{
+    Completion, Job, JobFilter, JobId, JobKind, JobPage, JobStatus, JobStore, LogLine, StoreError,
+    Stream,
+};
 use crate::telemetry::{ToolFile, ToolLogBatch};
 use crate::workspace::{Holder, LockGuard, WorkspaceLocks};
 use live::LiveLog;
@@ -168,6 +171,9 @@ struct RunnerInner {
     redactor: std::sync::RwLock<Redactor>,
     /// The jobs running in this process.
     running: Mutex<HashMap<JobId, RunningJob>>,
+    /// Jobs that ended while the store could not record it: their final
+    /// record, served from here until the store takes it.
+    unrecorded: Mutex<HashMap<JobId, Job>>,
 }
 
 struct RunningJob {
@@ -195,8 +201,66 @@ impl Runner {
                 config,
                 redactor: std::sync::RwLock::new(redactor),
                 running: Mutex::new(HashMap::new()),
+                unrecorded: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// A job as recorded, or as it ended when the store could not record
+    /// its end yet.
+    pub async fn job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        if let Some(job) = self.inner.unrecorded.lock().unwrap().get(&id) {
+            return Ok(Some(job.clone()));
+        }
+        self.inner.store.get(id).await
+    }
+
+    /// A page of jobs, each as [`Runner::job`] shows it.
+    pub async fn jobs(&self, filter: &JobFilter) -> Result<JobPage, StoreError> {
+        let mut page = self.inner.store.list(filter).await?;
+        let unrecorded = self.inner.unrecorded.lock().unwrap();
+        for job in &mut page.jobs {
+            if let Some(ended) = unrecorded.get(&job.id) {
+                *job = ended.clone();
+            }
+        }
+        Ok(page)
+    }
+
+    /// Records how a job ended, once its log is stored. When the store cannot
+    /// write, the job does not wait for the disk: its end is kept in memory
+    /// (see [`Runner::job`]) and recorded as soon as the store writes again,
+    /// after the lines still held.
+    async fn record_end(&self, id: JobId, completion: Completion, live: &Arc<LiveLog>) {
+        let at = OffsetDateTime::now_utc();
+        let fault = match live.settled().await {
+            Ok(()) => match self.inner.store.complete(id, completion.clone(), at).await {
+                Ok(()) => return,
+                Err(err) => err.to_string(),
+            },
+            Err(fault) => fault,
+        };
+        tracing::error!(job_id = %id, error = %fault, "could not record the end of a job: kept in memory until the store writes again");
+        if let Ok(Some(mut job)) = self.inner.store.get(id).await {
+            job.finish(&completion, at);
+            self.inner.unrecorded.lock().unwrap().insert(id, job);
+        }
+        let runner = self.clone();
+        let live = live.clone();
+        tokio::spawn(async move {
+            live.all_stored().await;
+            while let Err(err) = runner
+                .inner
+                .store
+                .complete(id, completion.clone(), at)
+                .await
+            {
+                tracing::debug!(job_id = %id, error = %err, "the end of the job is still not recorded");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            runner.inner.unrecorded.lock().unwrap().remove(&id);
+            tracing::info!(job_id = %id, "recorded the end of the job");
+        });
     }
 
     pub fn store(&self) -> &Arc<dyn JobStore> {
@@ -408,8 +472,6 @@ impl Runner {
             }
         };
         sink.flush().await;
-        // Recorded as finished only once its whole log is.
-        sink.live.all_stored().await;
 
         let mut output = RunOutput {
             job_id: id,
@@ -443,12 +505,7 @@ impl Runner {
             result: output.result.clone(),
             error,
         };
-        if let Err(err) = store
-            .complete(id, completion, OffsetDateTime::now_utc())
-            .await
-        {
-            tracing::error!(job_id = %id, error = %err, "could not record the end of a job");
-        }
+        self.record_end(id, completion, &sink.live).await;
         crate::metrics::job_finished(spec.kind, status, started.elapsed().as_secs_f64());
         tracing::info!(job_id = %id, status = status.as_str(), exit_code = ?exit_code, "job finished");
         drop(guard);

@@ -165,21 +165,13 @@ impl Runner {
             };
             let end = body(pipeline).await;
             // Its sink is gone with it: the rest of its log is being stored.
-            live.all_stored().await;
             let completion = Completion {
                 status: end.status,
                 exit_code: None,
                 result: end.result.clone(),
                 error: end.error.clone(),
             };
-            if let Err(err) = runner
-                .inner
-                .store
-                .complete(id, completion, OffsetDateTime::now_utc())
-                .await
-            {
-                tracing::error!(job_id = %id, error = %err, "could not record the end of a job");
-            }
+            runner.record_end(id, completion, &live).await;
             crate::metrics::job_finished(kind, end.status, clock.elapsed().as_secs_f64());
             tracing::info!(job_id = %id, status = end.status.as_str(), "job finished");
             drop(guard);

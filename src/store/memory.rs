@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 use super::{
     Completion, INTERRUPTED, Job, JobFilter, JobId, JobPage, JobStatus, JobStore, LogLine,
-    StoreError, duration_ms,
+    StoreError,
 };
 
 #[derive(Default)]
@@ -64,13 +64,7 @@ impl JobStore for MemoryStore {
         at: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let mut inner = self.inner.lock().unwrap();
-        let job = inner.job(id)?;
-        job.status = completion.status;
-        job.exit_code = completion.exit_code;
-        job.result = completion.result;
-        job.error = completion.error;
-        job.finished_at = Some(at);
-        job.duration_ms = Some(duration_ms(job.started_at.unwrap_or(job.created_at), at));
+        inner.job(id)?.finish(&completion, at);
         Ok(())
     }
 

@@ -241,10 +241,23 @@ impl Stream {
 /// One numbered line of a job's log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LogLine {
-    /// 1-based, without gaps, per job.
+    /// 1-based and in order, per job; a gap only where lines could not be
+    /// stored, after a system line that says so.
     pub n: u64,
     pub stream: Stream,
     pub text: String,
+}
+
+impl Job {
+    /// The job as it ended.
+    pub fn finish(&mut self, completion: &Completion, at: OffsetDateTime) {
+        self.status = completion.status;
+        self.exit_code = completion.exit_code;
+        self.result = completion.result.clone();
+        self.error = completion.error.clone();
+        self.finished_at = Some(at);
+        self.duration_ms = Some(duration_ms(self.started_at.unwrap_or(self.created_at), at));
+    }
 }
 
 /// How a finished job ended.
@@ -318,6 +331,24 @@ pub enum StoreError {
     Database(#[from] rusqlite::Error),
     #[error("job store: {0}")]
     Other(String),
+}
+
+impl StoreError {
+    /// The fault of the disk under the store (full, read-only, failing), if
+    /// this is one: the store works again once the disk does.
+    pub fn storage_fault(&self) -> Option<crate::disk::StorageFault> {
+        use crate::disk::StorageFault;
+        use rusqlite::ErrorCode;
+        let StoreError::Database(rusqlite::Error::SqliteFailure(failure, _)) = self else {
+            return None;
+        };
+        match failure.code {
+            ErrorCode::DiskFull => Some(StorageFault::NoSpace),
+            ErrorCode::ReadOnly => Some(StorageFault::ReadOnly),
+            ErrorCode::SystemIoFailure | ErrorCode::CannotOpen => Some(StorageFault::Io),
+            _ => None,
+        }
+    }
 }
 
 /// Milliseconds between two instants, for `duration_ms`.

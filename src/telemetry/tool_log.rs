@@ -48,6 +48,7 @@ struct File {
 #[derive(Default)]
 struct Counts {
     queued_bytes: AtomicUsize,
+    /// Lines dropped because the writer fell behind.
     dropped_lines: AtomicU64,
 }
 
@@ -114,31 +115,52 @@ fn write_file(
     counts: Arc<Counts>,
     format: LogFormat,
 ) {
-    let report_dropped = |out: &mut RollingFileAppender| {
+    // Lines lost because the file could not be written (a full or failing
+    // disk), and the last reason: counted, and reported once it can be.
+    let mut unwritten: u64 = 0;
+    let mut reason = String::new();
+    let report_dropped = |out: &mut RollingFileAppender, unwritten: &mut u64, reason: &str| {
         let dropped = counts.dropped_lines.swap(0, Ordering::Relaxed);
+        let mut parts = Vec::new();
         if dropped > 0 {
-            let mut line = Vec::new();
-            let text = format!("{dropped} lines of tool output were dropped: the disk fell behind");
-            format_line(
-                &mut line,
-                &mut Clock::default(),
-                format,
-                "WARN",
-                &text,
-                None,
-            );
-            let _ = out.write_all(&line);
+            parts.push(format!(
+                "{dropped} lines of tool output were dropped: the disk fell behind"
+            ));
+        }
+        if *unwritten > 0 {
+            parts.push(format!(
+                "{unwritten} lines of tool output could not be written: {reason}"
+            ));
+        }
+        if parts.is_empty() {
+            return;
+        }
+        let mut line = Vec::new();
+        format_line(
+            &mut line,
+            &mut Clock::default(),
+            format,
+            "WARN",
+            &parts.join("; "),
+            None,
+        );
+        if out.write_all(&line).is_ok() {
+            *unwritten = 0;
+        } else {
+            counts.dropped_lines.fetch_add(dropped, Ordering::Relaxed);
         }
     };
     while let Ok(message) = received.recv() {
         match message {
             Message::Lines(batch) => {
-                // A failed write loses the batch: there is nowhere to report it.
-                let _ = out.write_all(&batch);
+                if let Err(err) = out.write_all(&batch) {
+                    unwritten += batch.iter().filter(|b| **b == b'\n').count() as u64;
+                    reason = err.to_string();
+                }
                 counts
                     .queued_bytes
                     .fetch_sub(batch.len(), Ordering::Relaxed);
-                report_dropped(&mut out);
+                report_dropped(&mut out, &mut unwritten, &reason);
                 // Give way: a request woken meanwhile runs now, not at the
                 // end of this thread's slice (writes come back to back).
                 std::thread::yield_now();
@@ -146,7 +168,7 @@ fn write_file(
             Message::Stop => break,
         }
     }
-    report_dropped(&mut out);
+    report_dropped(&mut out, &mut unwritten, &reason);
     let _ = out.flush();
 }
 

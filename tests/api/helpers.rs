@@ -106,6 +106,8 @@ pub fn test_vars(root: &Path, tools: Tools) -> HashMap<String, String> {
         ("ANSIBLE_VAULT_FILE", vault_file.display().to_string()),
         ("ANSIBLE_VAULT_PASSWORD", VAULT_PASSWORD.into()),
         ("CANCEL_GRACE_SECS", "2".into()),
+        // Not the default share of the disk: the suite runs on any free space.
+        ("MIN_FREE_BYTES", "1048576".into()),
     ] {
         vars.insert(key.to_string(), value);
     }

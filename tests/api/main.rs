@@ -7,6 +7,7 @@ mod architecture;
 mod auth;
 mod cluster;
 mod deploy;
+mod faults;
 mod helpers;
 mod hostile;
 mod injection;

@@ -189,6 +189,7 @@ async fn start(
     resumed_from: Option<JobId>,
     actor: &Actor,
 ) -> Result<JobHandle, Error> {
+    app.check_storage()?;
     workspace.ensure().map_err(files_error(workspace))?;
     let spec = PipelineSpec {
         kind: JobKind::Deploy,
@@ -203,5 +204,5 @@ async fn start(
             deploy.run(pipeline, from, resumed_from)
         })
         .await
-        .map_err(Error::from)
+        .map_err(|err| app.refusal(err))
 }

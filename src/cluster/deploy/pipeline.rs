@@ -9,7 +9,7 @@ use super::{DeployInput, DeployProgress, Step, StepFailure, StepRecord, StepStat
 use crate::cluster::configure::write_configuration;
 use crate::cluster::playbook::playbook_spec;
 use crate::cluster::terraform::{Tfvars, run_spec};
-use crate::cluster::{Actor, App, Error, Inventory};
+use crate::cluster::{Actor, App, Inventory};
 use crate::runner::{JobSpec, Pipeline, PipelineEnd, RunOutput};
 use crate::store::{JobId, JobStatus};
 use crate::tools::terraform::{Command, Outputs};
@@ -194,7 +194,7 @@ impl Deploy {
         let handle = pipeline
             .start(spec)
             .await
-            .map_err(|err| StepFailure::of_error(Error::from(err)))?;
+            .map_err(|err| StepFailure::of_error(self.app.refusal(err)))?;
         // Followers see the step's job (and can stream its log) while it runs.
         self.steps[index].job_id = Some(handle.id);
         self.publish(pipeline).await;
