@@ -105,6 +105,17 @@ impl ApiError {
         }
     }
 
+    /// A job store that failed: a disk fault it names (`503`/`507`), else a 500.
+    pub fn store(err: crate::store::StoreError) -> ApiError {
+        match err.storage_fault() {
+            Some(fault) => ApiError::Unavailable {
+                message: format!("{} under the job store: {err}", fault.describe()),
+                insufficient_storage: fault == crate::disk::StorageFault::NoSpace,
+            },
+            None => ApiError::internal(err),
+        }
+    }
+
     /// A 500 from any internal cause.
     pub fn internal(err: impl Into<anyhow_like::Error>) -> ApiError {
         ApiError::Internal(err.into())

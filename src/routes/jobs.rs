@@ -104,11 +104,7 @@ async fn list_jobs(
         before: query.cursor,
         limit: query.limit.unwrap_or(50).clamp(1, 500),
     };
-    let page = state
-        .runner
-        .jobs(&filter)
-        .await
-        .map_err(ApiError::internal)?;
+    let page = state.runner.jobs(&filter).await.map_err(ApiError::store)?;
     Ok(Json(JobList {
         jobs: page.jobs,
         next_cursor: page.next_cursor.map(|c| c.to_string()),
@@ -183,7 +179,7 @@ async fn get_job_log(
         .store()
         .read_log(job.id, after, limit)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::store)?;
     let next = lines.last().map(|l| l.n).unwrap_or(after);
     Ok(Json(JobLog {
         job_id: job.id,
@@ -395,6 +391,6 @@ async fn find(state: &App, id: &str) -> Result<Job, ApiError> {
         .runner
         .job(parsed)
         .await
-        .map_err(ApiError::internal)?
+        .map_err(ApiError::store)?
         .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))
 }

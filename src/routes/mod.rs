@@ -239,7 +239,7 @@ pub async fn reply<T>(
             .runner
             .job(id)
             .await
-            .map_err(ApiError::internal)?
+            .map_err(ApiError::store)?
             .ok_or_else(|| ApiError::internal(format!("job {id} vanished")))?;
         return Ok(RunReply::Accepted(Box::new(AcceptedJob {
             job_id: id,

@@ -443,7 +443,11 @@ impl Runner {
             process::supervise(&spec, &self.inner.config, sink, store, cancel).await;
         sink = returned;
         let (mut status, exit_code, mut error) = match ended {
-            Ok(process::Ended { exit_code, stopped }) => match (stopped, exit_code) {
+            Ok(process::Ended {
+                exit_code,
+                signal,
+                stopped,
+            }) => match (stopped, exit_code) {
                 (Some(process::StopReason::Cancelled), _) => (
                     JobStatus::Cancelled,
                     exit_code,
@@ -460,11 +464,7 @@ impl Runner {
                     Some(code),
                     Some(format!("exited with code {code}")),
                 ),
-                (None, None) => (
-                    JobStatus::Failed,
-                    None,
-                    Some("killed by a signal".to_string()),
-                ),
+                (None, None) => (JobStatus::Failed, None, Some(killed_by(signal))),
             },
             Err(why) => {
                 sink.system(&why);
@@ -510,6 +510,15 @@ impl Runner {
         tracing::info!(job_id = %id, status = status.as_str(), exit_code = ?exit_code, "job finished");
         drop(guard);
         output
+    }
+}
+
+/// How a child killed by a signal (from outside: the runner's own stops are
+/// cancellations and timeouts) is reported.
+fn killed_by(signal: Option<i32>) -> String {
+    match signal.and_then(|n| nix::sys::signal::Signal::try_from(n).ok()) {
+        Some(signal) => format!("killed by signal {} ({signal})", signal as i32),
+        None => "killed by a signal".to_string(),
     }
 }
 
@@ -675,5 +684,17 @@ impl Drop for Sink {
     /// job included, so its followers are not left waiting).
     fn drop(&mut self) {
         self.live.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_child_killed_from_outside_is_reported_with_its_signal() {
+        assert_eq!(killed_by(Some(9)), "killed by signal 9 (SIGKILL)");
+        assert_eq!(killed_by(Some(15)), "killed by signal 15 (SIGTERM)");
+        assert_eq!(killed_by(None), "killed by a signal");
     }
 }

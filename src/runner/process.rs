@@ -29,6 +29,8 @@ pub enum StopReason {
 pub struct Ended {
     /// `None` when the child died of a signal.
     pub exit_code: Option<i32>,
+    /// The signal that killed it, if one did.
+    pub signal: Option<i32>,
     pub stopped: Option<StopReason>,
 }
 
@@ -243,6 +245,7 @@ async fn watch_child(
     let status = exit.expect("the loop ends only after the child was reaped");
     Ok(Ended {
         exit_code: status.code(),
+        signal: std::os::unix::process::ExitStatusExt::signal(&status),
         stopped,
     })
 }

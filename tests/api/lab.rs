@@ -234,6 +234,8 @@ async fn build_and_check(app: Arc<TestApp>) -> Vec<(String, f64)> {
         "second run changed something: {changed:?}\n{second}"
     );
 
+    hosts_vanish(&app, &mut t, replicas.len()).await;
+
     // Scale down to one replica, then up to three: slots follow, replicas stream.
     for count in [1, 3] {
         let (primary, replicas, _) =
@@ -249,6 +251,88 @@ async fn build_and_check(app: Arc<TestApp>) -> Vec<(String, f64)> {
 
     side_by_side(&app, &mut t, &keys).await;
     t.0
+}
+
+/// Sets a lab host's links down (`false`) or up (`true`), as a cut cable.
+fn set_links(host: &str, links: &[&str], up: bool) {
+    let namespace = format!("pgc-{ENVIRONMENT}-{host}");
+    for link in links {
+        let state = if up { "up" } else { "down" };
+        let done = Command::new("ip")
+            .args(["-n", &namespace, "link", "set", "dev", link, state])
+            .status()
+            .unwrap();
+        assert!(done.success(), "ip -n {namespace} link set {link} {state}");
+    }
+}
+
+/// Hosts whose network is cut mid-run: the run fails within a bounded time
+/// naming the host and frees the workspace; `/cluster` names every host it
+/// cannot reach when the bastion is cut off; both work again once the
+/// network is back.
+async fn hosts_vanish(app: &TestApp, t: &mut Timer, replicas: usize) {
+    let version = installed_postgresql();
+    let last = format!("replica{replicas}");
+    let run = app
+        .post(
+            "/ansible/run",
+            json!({"async": true, "postgresql_version": version}),
+        )
+        .await;
+    assert_eq!(run.status, 202, "{:?}", run.body);
+    let id = run.body["job_id"].as_str().unwrap().to_string();
+    for _ in 0..300 {
+        let log = app.get(&format!("/jobs/{id}/log")).await.body.to_string();
+        if log.contains("TASK [") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    set_links(&last, &["priv0"], false);
+    let started = Instant::now();
+    let job = app.wait_for_job(&id).await;
+    let took = started.elapsed().as_secs_f64();
+    set_links(&last, &["priv0"], true);
+    t.0.push(("run with a host cut off".into(), took));
+    assert_eq!(job["status"], "failed", "{job}");
+    // ssh gives a silent host up within 20 s; the primary waits up to
+    // postgresql_wait_seconds (60) for replicas to stream.
+    assert!(
+        took < 180.0,
+        "the run failed within a bounded time: {took:.0}s"
+    );
+    let log = app.get(&format!("/jobs/{id}/log")).await.body.to_string();
+    assert!(
+        log.contains(&format!("[{last}]: UNREACHABLE!")),
+        "the log names the unreachable host"
+    );
+    let workspace = app.get("/workspaces/default").await;
+    assert_eq!(workspace.body["busy_with"], serde_json::Value::Null);
+    t.step(
+        "run after the network is back",
+        app.post("/ansible/run", json!({"postgresql_version": version})),
+    )
+    .await;
+
+    set_links("bastion", &["pub0"], false);
+    let started = Instant::now();
+    let cut = app.get("/cluster").await;
+    let took = started.elapsed().as_secs_f64();
+    set_links("bastion", &["pub0"], true);
+    t.0.push(("/cluster with the bastion cut off".into(), took));
+    assert_eq!(cut.status, 200, "{:?}", cut.body);
+    assert_eq!(cut.body["healthy"], false);
+    let problems = cut.body["problems"].to_string();
+    assert!(
+        problems.contains("primary1: unreachable")
+            && problems.contains(&format!("{last}: unreachable")),
+        "{problems}"
+    );
+    assert!(took < 120.0, "bounded: {took:.0}s");
+    let back = t
+        .step("/cluster after the network is back", app.get("/cluster"))
+        .await;
+    assert_eq!(back.body["healthy"], true, "{:?}", back.body);
 }
 
 /// A second workspace on its own lab, deployed with one call while the

@@ -225,3 +225,72 @@ async fn cancelling_a_real_apply_releases_the_state_lock() {
         200
     );
 }
+
+/// The provider process killed from outside during a real apply: terraform
+/// fails the apply (it reports the cancelled plugin request), the job ends
+/// `failed` with that in its details, and the state lock is released: the
+/// next plan and apply work.
+#[tokio::test]
+async fn a_real_apply_whose_provider_is_killed_fails_and_releases_the_state_lock() {
+    let app = spawn_app_with(AppOptions {
+        tools: Tools::RealTerraform,
+        vars: vec![(
+            "TERRAFORM_DIR",
+            repo()
+                .join("tests/fixtures/slow_stack")
+                .display()
+                .to_string(),
+        )],
+    })
+    .await;
+    let generated = app.post("/terraform/generate", json!({"delay": 5})).await;
+    assert_eq!(generated.status, 200, "{:?}", generated.body);
+    let init = app.post_empty("/terraform/init").await;
+    assert_eq!(init.status, 200, "{:?}", init.body);
+    assert_eq!(app.post_empty("/terraform/plan").await.status, 200);
+    let apply = app.post("/terraform/apply", json!({"async": true})).await;
+    assert_eq!(apply.status, 202, "{:?}", apply.body);
+    let id = apply.body["job_id"].as_str().unwrap().to_string();
+    let mut creating = false;
+    for _ in 0..300 {
+        let log = app.get(&format!("/jobs/{id}/log")).await.body.to_string();
+        if log.contains("creating") {
+            creating = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(creating, "the first resource is being created");
+    // This job's terraform (its pid is on the job) and its provider child.
+    let terraform = app.get(&format!("/jobs/{id}")).await.body["pid"]
+        .as_i64()
+        .expect("the job's pid");
+    let killed = Command::new("pkill")
+        .args([
+            "-KILL",
+            "-P",
+            &terraform.to_string(),
+            "-f",
+            "terraform-provider-null",
+        ])
+        .status()
+        .unwrap();
+    assert!(
+        killed.success(),
+        "the provider of job {id} was found and killed"
+    );
+    let job = app.wait_for_job(&id).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["exit_code"], 1, "{job}");
+
+    // No state lock is left behind: plan and apply again.
+    let plan = app.post("/terraform/plan", json!({"output": true})).await;
+    assert_eq!(plan.status, 200, "{:?}", plan.body);
+    assert_eq!(app.post_empty("/terraform/apply").await.status, 200);
+    assert_eq!(
+        app.post("/terraform/destroy", json!({"confirm": "default"}))
+            .await
+            .status,
+        200
+    );
+}

@@ -165,3 +165,33 @@ async fn very_long_lines_are_cut_with_a_marker() {
             .all(|l| l["text"].as_str().unwrap().len() == 64 + " [line cut at 64 bytes]".len())
     );
 }
+
+/// A tool killed from outside (an operator, the OOM killer) ends its job
+/// `failed`, the signal named, and frees the workspace.
+#[tokio::test]
+async fn a_tool_killed_from_outside_fails_its_job_naming_the_signal() {
+    let app = spawn_app().await;
+    app.fake("sleep", "60");
+    let started = app.post("/terraform/init", json!({"async": true})).await;
+    assert_eq!(started.status, 202, "{:?}", started.body);
+    let id = started.body["job_id"].as_str().unwrap().to_string();
+    let mut pid = None;
+    for _ in 0..100 {
+        pid = app.get(&format!("/jobs/{id}")).await.body["pid"].as_i64();
+        if pid.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pid = pid.expect("the job records its tool's pid");
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let job = app.wait_for_job(&id).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["error"], "killed by signal 9 (SIGKILL)", "{job}");
+    app.unfake("sleep");
+    assert_eq!(app.post_empty("/terraform/init").await.status, 200);
+}
