@@ -48,6 +48,18 @@ impl Default for AppOptions {
     }
 }
 
+/// The app with real terraform on `tests/fixtures/slow_stack`, whose apply
+/// takes `delay` seconds.
+pub async fn spawn_slow_stack_app(mut vars: Vec<(&'static str, String)>) -> TestApp {
+    let stack = repo().join("tests/fixtures/slow_stack");
+    vars.push(("TERRAFORM_DIR", stack.display().to_string()));
+    spawn_app_with(AppOptions {
+        tools: Tools::RealTerraform,
+        vars,
+    })
+    .await
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(AppOptions::default()).await
 }
@@ -226,6 +238,18 @@ impl TestApp {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("job {id} did not end");
+    }
+
+    /// Waits (up to 30 s) until the job's log holds `text`; whether it did.
+    pub async fn wait_for_log(&self, id: &str, text: &str) -> bool {
+        for _ in 0..300 {
+            let log = self.get(&format!("/jobs/{id}/log")).await.body.to_string();
+            if log.contains(text) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
     }
 
     /// Generates a valid tfvars for the test stack.

@@ -281,13 +281,10 @@ async fn hosts_vanish(app: &TestApp, t: &mut Timer, replicas: usize) {
         .await;
     assert_eq!(run.status, 202, "{:?}", run.body);
     let id = run.body["job_id"].as_str().unwrap().to_string();
-    for _ in 0..300 {
-        let log = app.get(&format!("/jobs/{id}/log")).await.body.to_string();
-        if log.contains("TASK [") {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    assert!(
+        app.wait_for_log(&id, "TASK [").await,
+        "the run is under way"
+    );
     set_links(&last, &["priv0"], false);
     let started = Instant::now();
     let job = app.wait_for_job(&id).await;

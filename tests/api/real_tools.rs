@@ -2,7 +2,6 @@
 //! (scripts/tools.sh); these tests fail rather than skip when they are missing.
 
 use std::process::Command;
-use std::time::Duration;
 
 use serde_json::json;
 
@@ -155,20 +154,7 @@ fn every_shipped_stack_declares_the_variables_generate_needs() {
 /// the workspace works without `-lock=false` or `force-unlock`.
 #[tokio::test]
 async fn cancelling_a_real_apply_releases_the_state_lock() {
-    let app = spawn_app_with(AppOptions {
-        tools: Tools::RealTerraform,
-        vars: vec![
-            (
-                "TERRAFORM_DIR",
-                repo()
-                    .join("tests/fixtures/slow_stack")
-                    .display()
-                    .to_string(),
-            ),
-            ("CANCEL_GRACE_SECS", "20".into()),
-        ],
-    })
-    .await;
+    let app = spawn_slow_stack_app(vec![("CANCEL_GRACE_SECS", "20".into())]).await;
     assert_eq!(
         app.post("/terraform/generate", json!({"delay": 300}))
             .await
@@ -187,15 +173,10 @@ async fn cancelling_a_real_apply_releases_the_state_lock() {
     let id = apply.body["job_id"].as_str().unwrap().to_string();
 
     // Wait until the provisioner is running.
-    let mut creating = false;
-    for _ in 0..300 {
-        let log = app.get(&format!("/jobs/{id}/log")).await.body.to_string();
-        if log.contains("creating") && log.contains("Provisioning with 'local-exec'") {
-            creating = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let creating = app
+        .wait_for_log(&id, "Provisioning with 'local-exec'")
+        .await
+        && app.wait_for_log(&id, "creating").await;
     assert!(creating, "the resource is being created");
     let cancel = app.post_empty(&format!("/jobs/{id}/cancel")).await;
     assert_eq!(cancel.status, 200);
@@ -232,17 +213,7 @@ async fn cancelling_a_real_apply_releases_the_state_lock() {
 /// next plan and apply work.
 #[tokio::test]
 async fn a_real_apply_whose_provider_is_killed_fails_and_releases_the_state_lock() {
-    let app = spawn_app_with(AppOptions {
-        tools: Tools::RealTerraform,
-        vars: vec![(
-            "TERRAFORM_DIR",
-            repo()
-                .join("tests/fixtures/slow_stack")
-                .display()
-                .to_string(),
-        )],
-    })
-    .await;
+    let app = spawn_slow_stack_app(Vec::new()).await;
     let generated = app.post("/terraform/generate", json!({"delay": 5})).await;
     assert_eq!(generated.status, 200, "{:?}", generated.body);
     let init = app.post_empty("/terraform/init").await;
@@ -251,16 +222,10 @@ async fn a_real_apply_whose_provider_is_killed_fails_and_releases_the_state_lock
     let apply = app.post("/terraform/apply", json!({"async": true})).await;
     assert_eq!(apply.status, 202, "{:?}", apply.body);
     let id = apply.body["job_id"].as_str().unwrap().to_string();
-    let mut creating = false;
-    for _ in 0..300 {
-        let log = app.get(&format!("/jobs/{id}/log")).await.body.to_string();
-        if log.contains("creating") {
-            creating = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(creating, "the first resource is being created");
+    assert!(
+        app.wait_for_log(&id, "creating").await,
+        "the first resource is being created"
+    );
     // This job's terraform (its pid is on the job) and its provider child.
     let terraform = app.get(&format!("/jobs/{id}")).await.body["pid"]
         .as_i64()

@@ -65,17 +65,7 @@ async fn two_workspaces_never_see_each_others_files_or_state() {
 
 #[tokio::test]
 async fn a_workspace_with_resources_in_its_state_is_not_deleted() {
-    let app = spawn_app_with(AppOptions {
-        tools: Tools::RealTerraform,
-        vars: vec![(
-            "TERRAFORM_DIR",
-            repo()
-                .join("tests/fixtures/slow_stack")
-                .display()
-                .to_string(),
-        )],
-    })
-    .await;
+    let app = spawn_slow_stack_app(Vec::new()).await;
     assert_eq!(
         app.post("/workspaces", json!({"name": "temp"}))
             .await
