@@ -5,11 +5,18 @@
 #   scripts/bench.sh                  every figure; records the results
 #   scripts/bench.sh latency load     only these sections; prints their raw
 #                                     figures as JSON, records nothing
+#   scripts/bench.sh realistic        the realistic load profile alone (about
+#                                     2.5 minutes; BENCH_LOAD_ROUNDS=3 for less)
 #
-# Sections: overhead load memory latency startup scaling.
+# Sections: overhead realistic load memory latency startup scaling.
+# `realistic` is the API under 4 jobs printing 1 MB/s each (target: p99 within
+# 1.5x of idle); `load` the same under 4 x 10 MB/s, a degradation check (every
+# line stored, peak RSS, p99; no target). Whenever either runs, the two are
+# printed side by side at the end (standard error).
+# BENCH_SERVER=path runs another server binary (to compare two builds).
 # Needs: cargo, python3, and root (or wrk already installed) for
 # `apt-get install wrk`. The real terraform / ansible-playbook come from
-# scripts/tools.sh. Takes about 8 minutes on 2 cores; loopback only.
+# scripts/tools.sh. Takes about 11 minutes on 2 cores; loopback only.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
