@@ -483,7 +483,8 @@ impl ToSchema for Job {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 struct NumberedLine {
-    /// 1-based, without gaps, per job.
+    /// 1-based and in order, per job; a gap only where lines could not be
+    /// stored, after a `system` line that says so.
     n: u64,
     stream: Stream,
     text: String,
