@@ -7,27 +7,12 @@ use pgcluster_api::{scheduling, telemetry};
 
 fn main() -> ExitCode {
     match cli::parse(std::env::args_os().skip(1)) {
-        Ok(Command::Serve) => {
-            keep_large_buffers_mapped();
-            serve()
-        }
+        Ok(Command::Serve) => serve(),
         Ok(command) => cli::run(command),
         Err(err) => {
             eprintln!("pgcluster-api: {err}\n\n{}", cli::USAGE);
             ExitCode::from(2)
         }
-    }
-}
-
-/// Allocations of 128 KiB and more get mappings of their own, returned to
-/// the system when freed. Left alone, glibc raises that threshold as such
-/// blocks are freed, and later large blocks stay in its heaps after use.
-fn keep_large_buffers_mapped() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt sets one parameter of the allocator; no thread but this
-    // one runs yet.
-    unsafe {
-        nix::libc::mallopt(nix::libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
 }
 
