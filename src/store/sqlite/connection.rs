@@ -2,7 +2,6 @@
 //! reader each take one call at a time on the blocking pool; reads by key run
 //! on the calling thread with that thread's own connection.
 
-use std::cell::RefCell;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -59,7 +58,7 @@ pub(super) fn open(path: &Path) -> Result<Connection, StoreError> {
 
 impl SqliteStore {
     /// A connection for `read_by_key`: it only reads, never waits for a lock,
-    /// and keeps a small page cache (there is one per thread).
+    /// and keeps a small page cache.
     fn open_local(&self) -> Result<Connection, StoreError> {
         let conn = Connection::open(&self.path)?;
         conn.busy_timeout(Duration::ZERO)?;
@@ -70,9 +69,10 @@ impl SqliteStore {
     }
 
     /// Runs `f`, a read of a few rows found by key (a job by id, a page of the
-    /// newest jobs), on the calling thread with that thread's own connection:
-    /// such a read is cheaper than the two thread wake-ups of the blocking
-    /// pool, and in WAL mode it does not wait for the writer. Should SQLite
+    /// newest jobs), on the calling thread with the connection kept for such
+    /// reads (a caller waits while another uses it): such a read is cheaper
+    /// than the two thread wake-ups of the blocking pool, and in WAL mode it
+    /// does not wait for the writer. Should SQLite
     /// answer busy all the same (a WAL being recovered), or the connection
     /// fail to open, the read goes to the blocking pool like the others.
     pub(super) async fn read_by_key<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -80,15 +80,17 @@ impl SqliteStore {
         T: Send + 'static,
         F: Fn(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        if let Ok(cell) = self
-            .local
-            .get_or_try(|| self.open_local().map(RefCell::new))
-            && let Ok(mut conn) = cell.try_borrow_mut()
         {
-            match f(&mut conn) {
-                Err(StoreError::Database(e))
-                    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {}
-                result => return result,
+            let mut conn = self.by_key.lock().unwrap_or_else(|p| p.into_inner());
+            if conn.is_none() {
+                *conn = self.open_local().ok();
+            }
+            if let Some(conn) = conn.as_mut() {
+                match f(conn) {
+                    Err(StoreError::Database(e))
+                        if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {}
+                    result => return result,
+                }
             }
         }
         self.read(f).await
@@ -155,7 +157,8 @@ mod tests {
             };
             store.list(&filter).await.unwrap();
         }
-        let local = store.local.get().expect("read on this thread").borrow();
+        let by_key = store.by_key.lock().unwrap();
+        let local = by_key.as_ref().expect("read by key");
         let stmt = local.prepare_cached(&list_sql()).unwrap();
         assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0);
     }

@@ -17,13 +17,12 @@ mod rows;
 mod schema;
 mod writes;
 
-use std::cell::RefCell;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use async_trait::async_trait;
 use rusqlite::Connection;
 use serde_json::Value;
-use thread_local::ThreadLocal;
 use time::OffsetDateTime;
 
 use self::connection::Slot;
@@ -32,9 +31,9 @@ use super::{Completion, Job, JobFilter, JobId, JobPage, JobStore, LogLine, Store
 pub struct SqliteStore {
     conn: Slot,
     reader: Slot,
-    /// Each calling thread's own connection, for reads by key
-    /// (`read_by_key`).
-    local: ThreadLocal<RefCell<Connection>>,
+    /// The connection for reads by key (`read_by_key`), opened on first
+    /// use and shared by the calling threads, one at a time.
+    by_key: Mutex<Option<Connection>>,
     path: PathBuf,
 }
 
@@ -50,7 +49,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn: Slot::new(conn),
             reader: Slot::new(connection::open(path)?),
-            local: ThreadLocal::new(),
+            by_key: Mutex::new(None),
             path: path.to_owned(),
         })
     }
