@@ -57,10 +57,6 @@ pub struct Config {
     pub max_line_bytes: usize,
     /// A job's stored log stops, with a marker, past this size (`JOB_LOG_MAX_BYTES`).
     pub max_log_bytes: usize,
-    /// How many nice steps (0-19) below the server's own the threads that
-    /// read jobs' output run: above 0, requests get the CPU first on a busy
-    /// machine (`JOB_OUTPUT_NICE`).
-    pub output_nice: i32,
     /// Largest request body accepted (`MAX_BODY_BYTES`).
     pub max_body_bytes: usize,
     /// Free bytes `DATA_DIR` and `LOG_DIR` keep: below it `/ready` fails and
@@ -215,14 +211,6 @@ impl Config {
             )),
             max_line_bytes: r.positive("JOB_LOG_MAX_LINE_BYTES", "16384") as usize,
             max_log_bytes: r.positive("JOB_LOG_MAX_BYTES", "67108864") as usize,
-            output_nice: match r.parse::<i32>("JOB_OUTPUT_NICE", "5", "a nice value, 0 to 19") {
-                nice @ 0..=19 => nice,
-                other => {
-                    r.problems
-                        .push(format!("JOB_OUTPUT_NICE: must be 0 to 19, got {other}"));
-                    0
-                }
-            },
             max_body_bytes: r.positive("MAX_BODY_BYTES", "65536") as usize,
             min_free_bytes: match r.string("MIN_FREE_BYTES", "").as_str() {
                 "" => None,
@@ -415,15 +403,6 @@ mod tests {
         for key in ["API_PORT", "DEBUG", "JOB_TIMEOUT_SECS", "TERRAFORM_DIR"] {
             assert!(text.contains(key), "{key} missing from {text}");
         }
-    }
-
-    #[test]
-    fn a_job_output_nice_value_past_19_is_refused() {
-        assert_eq!(Config::from_vars(vars(&[])).unwrap().output_nice, 5);
-        let err = Config::from_vars(vars(&[("JOB_OUTPUT_NICE", "20")])).unwrap_err();
-        assert!(err.to_string().contains("JOB_OUTPUT_NICE"), "{err}");
-        let config = Config::from_vars(vars(&[("JOB_OUTPUT_NICE", "0")])).unwrap();
-        assert_eq!(config.output_nice, 0);
     }
 
     #[test]

@@ -14,7 +14,6 @@ pub mod render;
 pub mod request_id;
 pub mod routes;
 pub mod runner;
-pub mod scheduling;
 pub mod secret;
 pub mod startup;
 pub mod store;

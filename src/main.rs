@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use pgcluster_api::cli::{self, Command};
 use pgcluster_api::config::Config;
 use pgcluster_api::startup::Application;
-use pgcluster_api::{scheduling, telemetry};
+use pgcluster_api::telemetry;
 
 fn main() -> ExitCode {
     match cli::parse(std::env::args_os().skip(1)) {
@@ -17,15 +17,16 @@ fn main() -> ExitCode {
 }
 
 fn serve() -> ExitCode {
-    let runtime = match scheduling::request_runtime() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("cannot start the runtime: {err}");
             return ExitCode::FAILURE;
         }
     };
-    // This thread accepts the connections.
-    scheduling::prefer_this_thread();
     runtime.block_on(run())
 }
 

@@ -102,7 +102,6 @@ impl App {
                 max_line_bytes: config.max_line_bytes,
                 max_log_bytes: config.max_log_bytes,
                 secret_env: SECRET_ENV.iter().map(|s| s.to_string()).collect(),
-                output_nice: config.output_nice,
             },
             Redactor::new(config.ansible_vault_password.clone()),
         );

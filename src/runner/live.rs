@@ -105,9 +105,8 @@ impl Lost {
 }
 
 impl LiveLog {
-    /// A job's live log, with the task that stores its lines (on the output
-    /// runtime, `nice` steps below the server: see `pump`).
-    pub fn start(store: Arc<dyn JobStore>, job_id: JobId, nice: i32) -> Arc<LiveLog> {
+    /// A job's live log, with the task that stores its lines.
+    pub fn start(store: Arc<dyn JobStore>, job_id: JobId) -> Arc<LiveLog> {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let live = Arc::new(LiveLog {
             inner: Mutex::new(Inner {
@@ -122,7 +121,7 @@ impl LiveLog {
             work: Notify::new(),
             stored: Notify::new(),
         });
-        super::pump::spawn(nice, live.clone().store_lines(store, job_id));
+        tokio::spawn(live.clone().store_lines(store, job_id));
         live
     }
 
@@ -255,9 +254,6 @@ impl LiveLog {
             self.stored.notify_waiters();
             if failed {
                 tokio::time::sleep(RETRY).await;
-            } else {
-                // On the output runtime (see `pump`): requests run first.
-                crate::scheduling::give_way();
             }
         }
     }
@@ -481,7 +477,7 @@ mod tests {
         let job = Job::queued(JobId::new(), JobKind::TerraformPlan, "default", json!({}));
         let id = job.id;
         store.insert(job).await.unwrap();
-        let live = LiveLog::start(store.clone(), id, 5);
+        let live = LiveLog::start(store.clone(), id);
 
         // Followers subscribe all along the output: from the start, after a
         // line number, and some slow enough to fall behind the broadcast.
@@ -546,7 +542,7 @@ mod tests {
         let job = Job::queued(JobId::new(), JobKind::TerraformPlan, "default", json!({}));
         let id = job.id;
         store.insert(job).await.unwrap();
-        let live = LiveLog::start(store.clone(), id, 5);
+        let live = LiveLog::start(store.clone(), id);
         live.publish((1..=3).map(line).collect());
         let mut follower = Follower::new(store.clone(), id, 0, Some(&live));
         live.all_stored().await;

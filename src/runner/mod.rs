@@ -47,8 +47,6 @@ pub struct RunnerConfig {
     pub max_log_bytes: usize,
     /// Environment variables removed from every child (they hold secrets).
     pub secret_env: Vec<String>,
-    /// Nice value of the threads that read jobs' output (see `pump`).
-    pub output_nice: i32,
 }
 
 /// Which log file a job's lines also go to.
@@ -316,7 +314,7 @@ impl Runner {
         self.inner.store.insert(job).await?;
         let (done_tx, done_rx) = watch::channel(None);
         let (cancel_tx, cancel_rx) = watch::channel(false);
-        let live = LiveLog::start(self.inner.store.clone(), id, self.inner.config.output_nice);
+        let live = LiveLog::start(self.inner.store.clone(), id);
         self.inner.running.lock().unwrap().insert(
             id,
             RunningJob {

@@ -129,7 +129,7 @@ impl Runner {
             .await?;
         let (done_tx, done_rx) = watch::channel(None);
         let (cancel_tx, cancel_rx) = watch::channel(false);
-        let live = LiveLog::start(self.inner.store.clone(), id, self.inner.config.output_nice);
+        let live = LiveLog::start(self.inner.store.clone(), id);
         self.inner.running.lock().unwrap().insert(
             id,
             RunningJob {

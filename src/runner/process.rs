@@ -96,13 +96,7 @@ pub async fn supervise(
             return (sink, Err(format!("could not read the child's output: {e}")));
         }
     };
-    let mut pump = Pump::start(
-        sink,
-        stdout,
-        stderr,
-        config.max_line_bytes,
-        config.output_nice,
-    );
+    let mut pump = Pump::start(sink, stdout, stderr, config.max_line_bytes);
     let ended = watch_child(&mut child, &mut pump, config, pgid, cancel).await;
     // Nothing of the job may outlive it.
     signal_group(pgid, Signal::SIGKILL);

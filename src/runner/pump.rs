@@ -1,77 +1,21 @@
-//! Where jobs' output is read and handled: a runtime of its own, whose
-//! threads run at a lower scheduling priority (`JOB_OUTPUT_NICE`) than the
-//! request handlers.
+//! Where jobs' output is read and handled: a task per job on the server's
+//! runtime.
 //!
-//! On a busy machine, requests then get the CPU first and a job's output
-//! waits: its child blocks on its full pipe until the output is read, so
-//! nothing is lost, only later. Storing the lines runs here too (`live`),
-//! on this runtime's blocking threads, at the same priority; after each
-//! batch, read or stored, the thread gives way to any thread waiting for
-//! its core (see `scheduling`). The children themselves are started (and
-//! waited for) from the main runtime, and run at the server's priority with
-//! the kernel's default slice.
-//!
-//! The price: a request that writes a job record (starting or ending a job)
-//! may wait for a batch of log lines being stored at the lower priority;
-//! batches are kept small for that. Reads have a connection of their own.
+//! A child whose output is not read fast enough blocks on its full pipe, so
+//! nothing is lost, only later. Storing the lines is a task of its own
+//! (`live`).
 
-use std::future::Future;
 use std::os::fd::OwnedFd;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use tokio::net::unix::pipe;
-use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::Sink;
 use super::lines::read_lines;
-use crate::scheduling;
 use crate::store::Stream;
-
-static RUNTIME: OnceLock<Runtime> = OnceLock::new();
-
-/// Runs `future` on the output runtime, started on first use with threads
-/// `nice` steps below the server's priority (0: at it). One per process: the
-/// first caller's `nice` holds.
-pub(super) fn spawn<F>(nice: i32, future: F) -> JoinHandle<F::Output>
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    let runtime = RUNTIME.get_or_init(|| {
-        // Set as a value, not a step from whatever a thread started with: a
-        // blocking thread is started by a worker that already runs lower.
-        let target = (nice != 0)
-            .then(scheduling::nice_of_this_thread)
-            .flatten()
-            .map(|ours| (ours + nice).min(19));
-        // Few threads: every thread that allocates costs memory (allocator
-        // arenas), and the stores serialise on one connection anyway.
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().div_ceil(2));
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .max_blocking_threads(2)
-            .thread_name("job-output")
-            .on_thread_start(move || {
-                if let Some(target) = target
-                    && let Err(err) = scheduling::set_nice_of_this_thread(target)
-                {
-                    tracing::warn!(
-                        nice = target,
-                        error = %err,
-                        "could not lower the priority of a job output thread"
-                    );
-                }
-            })
-            .enable_all()
-            .build()
-            .expect("the job output runtime starts")
-    });
-    runtime.spawn(future)
-}
 
 /// The output side of a running child, seen from its supervisor.
 pub(super) struct Pump {
@@ -94,25 +38,22 @@ struct Activity {
 }
 
 impl Pump {
-    /// Starts reading the child's pipes into `sink` on the output runtime.
-    pub fn start(sink: Sink, stdout: OwnedFd, stderr: OwnedFd, max_line: usize, nice: i32) -> Pump {
+    /// Starts reading the child's pipes into `sink`.
+    pub fn start(sink: Sink, stdout: OwnedFd, stderr: OwnedFd, max_line: usize) -> Pump {
         let (system, system_rx) = mpsc::unbounded_channel();
         let (stop, stop_rx) = oneshot::channel();
         let activity = std::sync::Arc::new(Activity {
             since: Instant::now(),
             last_ms: AtomicU64::new(0),
         });
-        let task = spawn(
-            nice,
-            pump(
-                sink,
-                [(stdout, Stream::Stdout), (stderr, Stream::Stderr)],
-                max_line,
-                system_rx,
-                stop_rx,
-                activity.clone(),
-            ),
-        );
+        let task = tokio::spawn(pump(
+            sink,
+            [(stdout, Stream::Stdout), (stderr, Stream::Stderr)],
+            max_line,
+            system_rx,
+            stop_rx,
+            activity.clone(),
+        ));
         Pump {
             system,
             stop: Some(stop),
@@ -177,7 +118,7 @@ async fn join(task: &mut JoinHandle<Sink>) -> Sink {
     match task.await {
         Ok(sink) => sink,
         Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
-        Err(err) => panic!("the job output runtime stopped: {err}"),
+        Err(err) => panic!("the job output task was cancelled: {err}"),
     }
 }
 
@@ -219,8 +160,6 @@ async fn pump(
                     // Show (and store) a burst as soon as it is read, in batches.
                     if sink.wants_flush() || rx.is_empty() {
                         sink.flush().await;
-                        // Requests waiting for this core run first.
-                        scheduling::give_way();
                     }
                 }
                 None => break,
@@ -248,33 +187,4 @@ async fn pump(
         sink.system(&text);
     }
     sink
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// This thread's nice value as `/proc/thread-self/stat` shows it (field 19).
-    fn nice_in_proc() -> i32 {
-        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
-        let fields = stat.rsplit_once(')').unwrap().1;
-        fields.split_whitespace().nth(16).unwrap().parse().unwrap()
-    }
-
-    #[tokio::test]
-    async fn output_threads_run_at_the_lower_priority_and_requests_do_not() {
-        let ours = nice_in_proc();
-        // The unit tests start the runtime with the default, 5.
-        let worker = spawn(5, async { nice_in_proc() }).await.unwrap();
-        assert_eq!(worker, (ours + 5).min(19));
-        // A blocking thread is started by a worker: 5 below the server too,
-        // not 5 below that worker.
-        let blocking = spawn(5, async {
-            tokio::task::spawn_blocking(nice_in_proc).await.unwrap()
-        })
-        .await
-        .unwrap();
-        assert_eq!(blocking, (ours + 5).min(19));
-        assert_eq!(nice_in_proc(), ours);
-    }
 }
