@@ -51,3 +51,8 @@ output "lab_dir" {
   description = "Directory holding this lab's state and data; removed by destroy."
   value       = local.lab_dir
 }
+
+output "bastion_private_address" {
+  description = "The bastion's address on the private network (etcd member of a Patroni cluster)."
+  value       = local.bastion_private
+}
