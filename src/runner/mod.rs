@@ -184,6 +184,9 @@ const STDOUT_CAP_BYTES: usize = 8 * 1024 * 1024;
 const TAIL_LINES: usize = 60;
 /// How long to wait for output after the child exited before killing its group.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
+/// How long, at most, output the child wrote before it exited is still read
+/// while it keeps coming (the store was behind).
+const DRAIN_LIMIT: Duration = Duration::from_secs(60);
 
 impl Runner {
     pub fn new(

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 
 use super::pump::Pump;
-use super::{DRAIN_GRACE, JobSpec, RunnerConfig, Sink};
+use super::{DRAIN_GRACE, DRAIN_LIMIT, JobSpec, RunnerConfig, Sink};
 use crate::store::JobStore;
 
 /// Why the runner stopped a child before it ended by itself.
@@ -162,6 +162,7 @@ async fn watch_child(
     let mut exit = None;
     let mut group_killed = false;
     let mut pipes_open = true;
+    let mut exited_at = far;
     // The timers live across iterations; `kill` and `drain` are armed when set.
     let timeout = sleep_until(Instant::now() + config.timeout);
     // Re-armed when it fires early: the child printed since.
@@ -185,7 +186,8 @@ async fn watch_child(
                 if !pipes_open {
                     break;
                 }
-                drain.as_mut().reset(Instant::now() + DRAIN_GRACE);
+                exited_at = Instant::now();
+                drain.as_mut().reset(exited_at + DRAIN_GRACE);
                 drain_armed = true;
             },
             changed = cancel.changed(), if stopped.is_none() => {
@@ -225,14 +227,20 @@ async fn watch_child(
                 kill_armed = false;
             },
             _ = &mut drain, if drain_armed => {
-                if group_killed {
+                let now = Instant::now();
+                if !group_killed {
+                    // The tool exited but processes it left behind keep the pipes open.
+                    signal_group(pgid, Signal::SIGKILL);
+                    group_killed = true;
+                    drain.as_mut().reset(now + DRAIN_GRACE);
+                } else if pump.last_line_at() + DRAIN_GRACE > now && now < exited_at + DRAIN_LIMIT {
+                    // Still reading what was written before the end: the
+                    // store was behind, and nothing of it is dropped.
+                    drain.as_mut().reset(pump.last_line_at() + DRAIN_GRACE);
+                } else {
                     // Something outside the group still holds the pipes: stop reading.
                     break;
                 }
-                // The tool exited but processes it left behind keep the pipes open.
-                signal_group(pgid, Signal::SIGKILL);
-                group_killed = true;
-                drain.as_mut().reset(Instant::now() + DRAIN_GRACE);
             },
         }
     }
