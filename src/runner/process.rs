@@ -233,10 +233,10 @@ async fn watch_child(
                     signal_group(pgid, Signal::SIGKILL);
                     group_killed = true;
                     drain.as_mut().reset(now + DRAIN_GRACE);
-                } else if pump.last_line_at() + DRAIN_GRACE > now && now < exited_at + DRAIN_LIMIT {
+                } else if pump.still_reading(DRAIN_GRACE) && now < exited_at + DRAIN_LIMIT {
                     // Still reading what was written before the end: the
                     // store was behind, and nothing of it is dropped.
-                    drain.as_mut().reset(pump.last_line_at() + DRAIN_GRACE);
+                    drain.as_mut().reset(now + DRAIN_GRACE / 4);
                 } else {
                     // Something outside the group still holds the pipes: stop reading.
                     break;

@@ -6,7 +6,7 @@
 //! (`live`).
 
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use tokio::net::unix::pipe;
@@ -30,11 +30,14 @@ pub(super) struct Pump {
     unsent: Vec<String>,
 }
 
-/// When the child last printed, for the idle timeout.
+/// When the child last printed, for the idle timeout, and whether lines
+/// wait for the store, for the drain after the child's exit.
 struct Activity {
     since: Instant,
     /// Milliseconds after `since`.
     last_ms: AtomicU64,
+    /// The pump waits for the store to take lines (it reads on after).
+    storing: AtomicBool,
 }
 
 impl Pump {
@@ -45,6 +48,7 @@ impl Pump {
         let activity = std::sync::Arc::new(Activity {
             since: Instant::now(),
             last_ms: AtomicU64::new(0),
+            storing: AtomicBool::new(false),
         });
         let task = tokio::spawn(pump(
             sink,
@@ -81,6 +85,13 @@ impl Pump {
     pub fn last_line_at(&self) -> tokio::time::Instant {
         let ms = self.activity.last_ms.load(Ordering::Relaxed);
         (self.activity.since + std::time::Duration::from_millis(ms)).into()
+    }
+
+    /// Whether lines are still coming: one was read within `grace`, or the
+    /// pump is waiting for the store to take some (more are then unread).
+    pub fn still_reading(&self, grace: std::time::Duration) -> bool {
+        self.activity.storing.load(Ordering::Relaxed)
+            || self.last_line_at() + grace > tokio::time::Instant::now()
     }
 
     /// Resolves once both pipes are at end of file and everything read from
@@ -159,7 +170,9 @@ async fn pump(
                     );
                     // Show (and store) a burst as soon as it is read, in batches.
                     if sink.wants_flush() || rx.is_empty() {
+                        activity.storing.store(true, Ordering::Relaxed);
                         sink.flush().await;
+                        activity.storing.store(false, Ordering::Relaxed);
                     }
                 }
                 None => break,
