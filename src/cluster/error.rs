@@ -101,6 +101,21 @@ impl Error {
         }
     }
 
+    /// A failed write under `DATA_DIR` (`dir`): a disk fault is a refusal
+    /// to retry naming the cause, anything else a server fault.
+    pub fn of_io(err: std::io::Error, dir: &str, what: &str) -> Error {
+        match StorageFault::of_io(&err) {
+            Some(fault) => Error::Unavailable {
+                message: format!(
+                    "{} under DATA_DIR ({dir}): {what}; retry once it can be written",
+                    fault.describe()
+                ),
+                fault,
+            },
+            None => Error::internal(err),
+        }
+    }
+
     /// A job that did not succeed, as the operation that waited for it fails.
     pub fn tool_failed(error: impl Into<String>, output: &RunOutput) -> Error {
         Error::ToolFailed {
@@ -122,19 +137,9 @@ pub fn files_error(workspace: &Workspace) -> impl Fn(std::io::Error) -> Error {
         if err.kind() == std::io::ErrorKind::NotFound && !workspace.exists() {
             let name = workspace.name();
             Error::NotFound(format!("no workspace '{name}': it was deleted meanwhile"))
-        } else if let Some(fault) = StorageFault::of_io(&err) {
-            Error::Unavailable {
-                message: format!(
-                    "{} under DATA_DIR ({}): workspace '{}' could not be written; retry once \
-                     there is room",
-                    fault.describe(),
-                    workspace.root().display(),
-                    workspace.name()
-                ),
-                fault,
-            }
         } else {
-            Error::internal(err)
+            let written = format!("workspace '{}' could not be written", workspace.name());
+            Error::of_io(err, &workspace.root().display().to_string(), &written)
         }
     }
 }

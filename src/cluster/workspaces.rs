@@ -111,16 +111,9 @@ pub async fn create_workspace(
         }
     })
     .await
-    .map_err(|err| match crate::disk::StorageFault::of_io(&err) {
-        Some(fault) => Error::Unavailable {
-            message: format!(
-                "{} under DATA_DIR {}: the workspace could not be created",
-                fault.describe(),
-                app.config.data_dir.display()
-            ),
-            fault,
-        },
-        None => Error::internal(err),
+    .map_err(|err| {
+        let dir = app.config.data_dir.display().to_string();
+        Error::of_io(err, &dir, "the workspace could not be created")
     })
 }
 
