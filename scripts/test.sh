@@ -23,11 +23,18 @@ if [ "$(id -u)" = 0 ]; then
   command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
   command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  # High availability in the lab: Patroni and a 3-member etcd.
+  command -v patroni >/dev/null 2>&1 || missing+=(patroni)
+  command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+  command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
   if [ "${#missing[@]}" -gt 0 ]; then
     echo "test: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >/dev/null
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Without systemd the packages' services are not started; an init script
+    # that did start one in this namespace would hold the lab's ports.
+    pkill -x etcd 2>/dev/null || true
   fi
 else
   echo "test: not root: the end-to-end lab test will be skipped, and the browser test too unless chromium is installed"

@@ -34,6 +34,11 @@ pub struct ConfigureRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = String, required = true)]
     pub db_key_path: Option<Value>,
+    /// Patroni's synchronous mode: a commit is acknowledged once a replica
+    /// has it, so a failover loses no acknowledged commit (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<bool>)]
+    pub synchronous_mode: Option<Value>,
     /// PostgreSQL settings: a parameter name (`work_mem`,
     /// `pg_stat_statements.max`) and its value.
     #[serde(flatten)]
@@ -46,6 +51,7 @@ pub struct ConfigureRequest {
 pub struct ConfigureInput {
     bastion_key: KeyPath,
     db_key: KeyPath,
+    pub synchronous_mode: bool,
     pub settings: BTreeMap<String, String>,
 }
 
@@ -65,6 +71,14 @@ impl ConfigureInput {
         };
         let bastion_key = key_path("bastion_key_path", &request.bastion_key_path);
         let db_key = key_path("db_key_path", &request.db_key_path);
+        let synchronous_mode = match &request.synchronous_mode {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(on)) => *on,
+            Some(_) => {
+                problems.insert("synchronous_mode".into(), json!("must be true or false"));
+                false
+            }
+        };
         let mut settings = BTreeMap::new();
         for (name, value) in &request.settings {
             if RUN_OPTIONS.contains(&name.as_str()) {
@@ -87,6 +101,7 @@ impl ConfigureInput {
             (Some(bastion_key), Some(db_key)) if problems.is_empty() => Ok(ConfigureInput {
                 bastion_key,
                 db_key,
+                synchronous_mode,
                 settings,
             }),
             _ => Err(Error::fields(problems)),
@@ -163,6 +178,7 @@ pub(crate) async fn write_configuration(
         "dir": dir,
         "ansible_dir": std::path::absolute(&app.config.ansible_dir).map_err(Error::internal)?,
         "bastion": hosts.bastion.as_str(),
+        "bastion_private": hosts.bastion_private.as_ref().map(HostAddress::as_str),
         "primary": hosts.primary.as_str(),
         "replicas": hosts.replicas.iter().enumerate().map(|(i, a)| json!({
             "name": format!("replica{}", i + 1),
@@ -174,6 +190,7 @@ pub(crate) async fn write_configuration(
         "strict_host_key_checking": "accept-new",
         "control_path": control_path(),
         "settings": input.settings,
+        "synchronous_mode": input.synchronous_mode,
         "stack_vars": hosts.stack_vars,
     });
     let mut files = Vec::new();
@@ -233,6 +250,8 @@ fn control_path() -> Option<&'static str> {
 /// The hosts and stack variables read from terraform's outputs.
 struct Hosts {
     bastion: HostAddress,
+    /// The bastion's leg on the private network (an etcd member).
+    bastion_private: Option<HostAddress>,
     primary: HostAddress,
     replicas: Vec<HostAddress>,
     ssh_user: String,
@@ -254,6 +273,11 @@ impl Hosts {
             }
         };
         let bastion = address("bastion_eip_address")?;
+        // Older stacks lack it; the playbook then puts etcd on the database hosts' network.
+        let bastion_private = match values.get("bastion_private_address") {
+            None | Some(Value::Null) => None,
+            Some(_) => Some(address("bastion_private_address")?),
+        };
         let primary = address("primary_db_addr")?;
         let replicas = match values.get("replica_db_addresses") {
             None | Some(Value::Null) => Vec::new(),
@@ -287,6 +311,7 @@ impl Hosts {
         }
         Ok(Hosts {
             bastion,
+            bastion_private,
             primary,
             replicas,
             ssh_user,

@@ -1,6 +1,7 @@
-//! The cluster's state read from the cluster itself: PostgreSQL's own views
-//! on every host, through the bastion, by the read-only playbook
-//! `status.yml`; each replica joined with the primary's row for it.
+//! The cluster's state read from the cluster itself: Patroni's view of its
+//! members and PostgreSQL's own views on every host, through the bastion, by
+//! the read-only playbook `status.yml`; each replica joined with the
+//! leader's row for it.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -18,11 +19,20 @@ use crate::workspace::Workspace;
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterStatus {
-    /// No problem found: the primary answers and is not in recovery, and
-    /// every replica answers, is in recovery and streams from it.
+    /// No problem found: Patroni has a leader, every host is a running
+    /// member on its timeline, the leader is not in recovery, and every
+    /// replica answers, is in recovery and streams from it.
     pub healthy: bool,
     /// What is wrong, one line per problem (`replica2: unreachable`).
     pub problems: Vec<String>,
+    /// The member Patroni says leads (null: none).
+    pub leader: Option<String>,
+    /// The leader's timeline (null: no leader).
+    pub timeline: Option<u64>,
+    /// Every Patroni member, as Patroni sees it (empty: Patroni did not answer).
+    pub members: Vec<Member>,
+    /// The host running as primary: the leader, or terraform's primary when
+    /// there is none.
     pub primary: HostStatus,
     pub replicas: Vec<HostStatus>,
     /// Standbys streaming from the primary that are not in the inventory.
@@ -90,6 +100,24 @@ pub struct HostStatus {
     /// Replica: its replication slot on the primary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot: Option<SlotStatus>,
+}
+
+/// A Patroni member.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    /// The inventory name (primary1, replica1, ...).
+    pub name: String,
+    pub address: Option<String>,
+    /// `leader`, `replica` or `sync_standby`.
+    pub role: String,
+    /// Patroni's state: `running`, `streaming`, `starting`, `stopped`, ...
+    pub state: String,
+    pub timeline: Option<u64>,
+    /// Bytes behind the leader (null: the leader, or unknown).
+    pub lag_bytes: Option<u64>,
+    /// A changed setting waits for a restart of this member.
+    pub pending_restart: bool,
 }
 
 /// A replication slot on the primary.
@@ -186,6 +214,9 @@ async fn last_run_version(app: &App, workspace: &Workspace) -> Result<Postgresql
 /// The cluster as the answer shows it: each host with what it reported, and
 /// each replica joined with the primary's row for it.
 struct ClusterReport {
+    leader: Option<String>,
+    timeline: Option<u64>,
+    members: Vec<Value>,
     primary: Value,
     replicas: Vec<Value>,
     /// Standbys the primary streams to that are not in the inventory.
@@ -202,6 +233,11 @@ impl ClusterReport {
                 .unwrap_or(Value::Null)
         };
         let mut problems = Vec::new();
+        let leader = report["leader"].as_str().map(String::from);
+        let (members, timeline) = members(report, &mut problems);
+        if leader.is_none() && !members.is_empty() {
+            problems.push("no leader: Patroni has no member holding the leader lock".into());
+        }
 
         let (primary_name, primary_report) = report["primary"]
             .as_object()
@@ -283,6 +319,9 @@ impl ClusterReport {
             .cloned()
             .collect();
         ClusterReport {
+            leader,
+            timeline,
+            members,
             primary: Value::Object(primary),
             replicas,
             unknown_standbys,
@@ -294,11 +333,69 @@ impl ClusterReport {
         let mut body = Map::new();
         body.insert("healthy".into(), json!(self.problems.is_empty()));
         body.insert("problems".into(), json!(self.problems));
+        body.insert("leader".into(), json!(self.leader));
+        body.insert("timeline".into(), json!(self.timeline));
+        body.insert("members".into(), json!(self.members));
         body.insert("primary".into(), self.primary);
         body.insert("replicas".into(), json!(self.replicas));
         body.insert("unknown_standbys".into(), json!(self.unknown_standbys));
         body
     }
+}
+
+/// Patroni's members (its `/cluster` answer) in the answer's shape, and the
+/// leader's timeline; a problem for each inventory host that is not a
+/// running member on that timeline.
+fn members(report: &Value, problems: &mut Vec<String>) -> (Vec<Value>, Option<u64>) {
+    let Some(listed) = report["patroni"].as_array() else {
+        problems.push("Patroni did not answer on any database host".into());
+        return (Vec::new(), None);
+    };
+    let timeline = listed
+        .iter()
+        .find(|m| m["role"] == "leader")
+        .and_then(|m| m["timeline"].as_u64());
+    let members: Vec<Value> = listed
+        .iter()
+        .map(|m| {
+            json!({
+                "name": m["name"],
+                "address": m["host"],
+                "role": m["role"],
+                "state": m["state"],
+                "timeline": m["timeline"].as_u64(),
+                "lag_bytes": m["lag"].as_u64(),
+                "pending_restart": m["pending_restart"].as_bool().unwrap_or(false),
+            })
+        })
+        .collect();
+    let hosts: Vec<&String> = report["addresses"]
+        .as_object()
+        .map(|a| a.keys().collect())
+        .unwrap_or_default();
+    for name in hosts {
+        match members.iter().find(|m| m["name"] == name.as_str()) {
+            None => problems.push(format!("{name}: not a Patroni member")),
+            Some(m) if !matches!(m["state"].as_str(), Some("running" | "streaming")) => {
+                problems.push(format!(
+                    "{name}: Patroni state {}",
+                    m["state"].as_str().unwrap_or("unknown")
+                ));
+            }
+            Some(m) if timeline.is_some() && m["timeline"].as_u64() != timeline => {
+                problems.push(format!(
+                    "{name}: on timeline {}, the leader on {}",
+                    m["timeline"],
+                    timeline.unwrap_or_default()
+                ));
+            }
+            Some(m) if m["role"] != "leader" && m["lag_bytes"].is_null() => {
+                problems.push(format!("{name}: lag unknown (not replicating)"));
+            }
+            Some(_) => {}
+        }
+    }
+    (members, timeline)
 }
 
 /// A host's name, address, reachability and what it reported of itself.
@@ -334,6 +431,15 @@ mod tests {
     fn report() -> Value {
         json!({
             "addresses": {"primary1": "10.0.1.10", "replica1": "10.0.2.11", "replica2": "10.0.2.12"},
+            "leader": "primary1",
+            "patroni": [
+                {"name": "primary1", "role": "leader", "state": "running", "host": "10.0.1.10",
+                 "port": 5432, "timeline": 1},
+                {"name": "replica1", "role": "replica", "state": "running", "host": "10.0.2.11",
+                 "port": 5432, "timeline": 1, "lag": 0},
+                {"name": "replica2", "role": "replica", "state": "running", "host": "10.0.2.12",
+                 "port": 5432, "timeline": 1, "lag": 0, "pending_restart": true}
+            ],
             "primary": {"primary1": {
                 "in_recovery": false, "server_version": "15.8", "current_wal_lsn": "0/3000148",
                 "standbys": [
@@ -386,6 +492,53 @@ mod tests {
             serde_json::to_value(&typed).unwrap()["replicas"][0]["state"],
             "streaming"
         );
+    }
+
+    #[test]
+    fn patronis_members_and_leader_are_shown() {
+        let body = ClusterReport::from_report(&report()).into_json();
+        assert_eq!(body["leader"], "primary1");
+        assert_eq!(body["timeline"], 1);
+        let members = body["members"].as_array().unwrap();
+        assert_eq!(members.len(), 3);
+        assert_eq!(members[0]["role"], "leader");
+        assert_eq!(members[0]["lag_bytes"], Value::Null);
+        assert_eq!(members[1]["lag_bytes"], 0);
+        assert_eq!(members[2]["pending_restart"], true);
+        assert_eq!(members[1]["address"], "10.0.2.11");
+    }
+
+    #[test]
+    fn no_leader_or_a_member_behind_is_a_problem() {
+        let mut r = report();
+        r["leader"] = Value::Null;
+        r["patroni"][0]["role"] = json!("replica");
+        r["patroni"][0]["state"] = json!("stopped");
+        r["patroni"][1]["lag"] = json!("unknown");
+        r["patroni"].as_array_mut().unwrap().pop();
+        let body = ClusterReport::from_report(&r).into_json();
+        let problems: Vec<&str> = body["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap())
+            .collect();
+        assert!(problems.contains(&"no leader: Patroni has no member holding the leader lock"));
+        assert!(problems.contains(&"primary1: Patroni state stopped"));
+        assert!(problems.contains(&"replica1: lag unknown (not replicating)"));
+        assert!(problems.contains(&"replica2: not a Patroni member"));
+        assert_eq!(body["timeline"], Value::Null);
+    }
+
+    #[test]
+    fn without_patroni_the_cluster_is_unhealthy() {
+        let mut r = report();
+        r["patroni"] = Value::Null;
+        r["leader"] = Value::Null;
+        let body = ClusterReport::from_report(&r).into_json();
+        assert_eq!(body["healthy"], false);
+        assert!(body["problems"].to_string().contains("Patroni did not answer"));
+        assert_eq!(body["members"], json!([]));
     }
 
     #[test]

@@ -27,6 +27,8 @@ output "ansible_vars" {
     # Where PostgreSQL clients and replicas connect from (pg_hba.conf).
     postgresql_client_cidr      = aws_vpc.this.cidr_block
     postgresql_replication_cidr = aws_vpc.this.cidr_block
+    # Names the Patroni cluster and its etcd.
+    pgcluster_environment = var.environment
   })
 }
 
@@ -43,4 +45,9 @@ output "availability_zones" {
 output "db_security_group_id" {
   description = "ID of the database hosts' security group."
   value       = aws_security_group.db.id
+}
+
+output "bastion_private_address" {
+  description = "The bastion's address on the private network (an etcd member of the Patroni cluster)."
+  value       = aws_instance.bastion.private_ip
 }

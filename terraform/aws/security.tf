@@ -90,3 +90,35 @@ resource "aws_vpc_security_group_egress_rule" "db_all" {
     Name = "${local.name}-db-egress"
   }
 }
+
+# --- High availability: etcd (2379 clients, 2380 peers) and Patroni's REST API
+# (8008), between the cluster's own hosts only: the database hosts and the
+# bastion (an etcd member, and the server's way to the REST API).
+
+locals {
+  ha_rules = {
+    db_etcd_from_db         = { sg = "db", from = "db", port = 2379, to_port = 2380, what = "etcd from the database hosts" }
+    db_etcd_from_bastion    = { sg = "db", from = "bastion", port = 2379, to_port = 2380, what = "etcd from the bastion" }
+    db_patroni_from_db      = { sg = "db", from = "db", port = 8008, to_port = 8008, what = "Patroni REST API from the database hosts" }
+    db_patroni_from_bastion = { sg = "db", from = "bastion", port = 8008, to_port = 8008, what = "Patroni REST API from the bastion" }
+    bastion_etcd_from_db    = { sg = "bastion", from = "db", port = 2379, to_port = 2380, what = "etcd from the database hosts" }
+  }
+  ha_groups = {
+    db      = aws_security_group.db.id
+    bastion = aws_security_group.bastion.id
+  }
+}
+
+resource "aws_vpc_security_group_ingress_rule" "ha" {
+  for_each                     = local.ha_rules
+  security_group_id            = local.ha_groups[each.value.sg]
+  description                  = each.value.what
+  ip_protocol                  = "tcp"
+  from_port                    = each.value.port
+  to_port                      = each.value.to_port
+  referenced_security_group_id = local.ha_groups[each.value.from]
+
+  tags = {
+    Name = "${local.name}-${replace(each.key, "_", "-")}"
+  }
+}

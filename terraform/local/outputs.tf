@@ -27,6 +27,7 @@ output "ansible_vars" {
     pgcluster_stack        = "local"
     pgcluster_lab          = "true"
     pgcluster_lab_root     = local.lab_dir
+    pgcluster_environment  = var.environment
     postgresql_client_cidr = local.client_cidr
     # The lab hosts are this machine: use its system Python, whatever a
     # login shell's PATH says (pyenv shims, virtualenvs).
