@@ -22,7 +22,8 @@ out = {k: v["value"] for k, v in json.load(open(f"{ws}/outputs.json")).items()}
 user = out.get("ssh_user", "ubuntu")
 bastion, primary, replicas = out["bastion_eip_address"], out["primary_db_addr"], out["replica_db_addresses"]
 names = [f"replica{i + 1}" for i in range(len(replicas))]
-hosts = ["[bastion]", f"bastion1 ansible_host={bastion}", "", "[primary]", f"primary1 ansible_host={primary}", "", "[replicas]"]
+private = f" private_address={out['bastion_private_address']}" if "bastion_private_address" in out else ""
+hosts = ["[bastion]", f"bastion1 ansible_host={bastion}{private}", "", "[primary]", f"primary1 ansible_host={primary}", "", "[replicas]"]
 hosts += [f"{n} ansible_host={ip}" for n, ip in zip(names, replicas)]
 hosts += ["", "[db:children]", "primary", "replicas", "", "[all:vars]", f"ansible_user={user}", ""]
 open(f"{ws}/hosts.ini", "w").write("\n".join(hosts))

@@ -537,7 +537,11 @@ mod tests {
         r["leader"] = Value::Null;
         let body = ClusterReport::from_report(&r).into_json();
         assert_eq!(body["healthy"], false);
-        assert!(body["problems"].to_string().contains("Patroni did not answer"));
+        assert!(
+            body["problems"]
+                .to_string()
+                .contains("Patroni did not answer")
+        );
         assert_eq!(body["members"], json!([]));
     }
 

@@ -8,6 +8,12 @@ use crate::helpers::{read_lines, spawn_app};
 
 const REPORT: &str = r#"{
   "addresses": {"primary1": "10.0.1.10", "replica1": "10.0.2.11", "replica2": "10.0.3.12"},
+  "leader": "primary1",
+  "patroni": [
+    {"name": "primary1", "role": "leader", "state": "running", "host": "10.0.1.10", "port": 5432, "timeline": 2},
+    {"name": "replica1", "role": "sync_standby", "state": "running", "host": "10.0.2.11", "port": 5432, "timeline": 2, "lag": 0},
+    {"name": "replica2", "role": "replica", "state": "running", "host": "10.0.3.12", "port": 5432, "timeline": 2, "lag": 16384}
+  ],
   "primary": {"primary1": {"in_recovery": false, "server_version": "15.8", "current_wal_lsn": "0/3000148",
     "standbys": [
       {"application_name": "replica1", "state": "streaming", "sync_state": "async", "lag_bytes": 0, "replay_lag_seconds": 0.002},
@@ -39,6 +45,10 @@ async fn the_cluster_report_joins_each_replica_with_the_primarys_view() {
         json!(["replica2: not streaming from the primary (state: catchup)"])
     );
     assert_eq!(body["postgresql_version"], 15);
+    assert_eq!(body["leader"], "primary1");
+    assert_eq!(body["timeline"], 2);
+    assert_eq!(body["members"][2]["lag_bytes"], 16384);
+    assert_eq!(body["members"][1]["role"], "sync_standby");
 
     // A read-only playbook: status.yml, no vault, no lock.
     let argv = read_lines(&app.last_call().join("argv"));

@@ -15,6 +15,9 @@ use serde_json::json;
 
 use crate::helpers::*;
 
+#[path = "lab_ha.rs"]
+mod ha;
+
 const ENVIRONMENT: &str = "e2e";
 const NETWORK_INDEX: u32 = 42;
 /// The second workspace's lab, side by side with the first.
@@ -248,6 +251,29 @@ async fn build_and_check(app: Arc<TestApp>) -> Vec<(String, f64)> {
             started.elapsed().as_secs_f64(),
         ));
     }
+
+    // Synchronous mode on, then the leader's host lost.
+    let key = |name: &str| keys.join(name).display().to_string();
+    t.step(
+        "configure (synchronous mode)",
+        app.post(
+            "/ansible/configure",
+            json!({
+                "bastion_key_path": key("bastion"), "db_key_path": key("db"),
+                "max_connections": "77", "work_mem": "8MB", "synchronous_mode": true,
+            }),
+        ),
+    )
+    .await;
+    t.step(
+        "run (synchronous mode)",
+        app.post(
+            "/ansible/run",
+            json!({"postgresql_version": installed_postgresql()}),
+        ),
+    )
+    .await;
+    ha::failover_and_back(&app, &mut t, 3).await;
 
     side_by_side(&app, &mut t, &keys).await;
     t.0

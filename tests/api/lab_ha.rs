@@ -1,0 +1,261 @@
+//! High availability on the lab cluster built by the end-to-end test: with
+//! synchronous mode on, the leader's host is cut off while a writer commits;
+//! a replica leads and takes writes, losing no acknowledged commit; the old
+//! host comes back as a read-only replica; a re-run keeps the new leader and
+//! changes nothing; a switchover through the API makes `primary1` lead again.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::{ENVIRONMENT, LAB_ROOT, Timer, installed_postgresql, recap_changed, set_links};
+use crate::helpers::TestApp;
+
+/// SQL on a member over its own socket, from this machine: sockets are not
+/// namespaced, so this works while the member's network is cut.
+fn local_psql(address: &str, sql: &str, seconds: u32) -> (bool, String) {
+    let socket = format!("{LAB_ROOT}/{ENVIRONMENT}/hosts/{address}/run");
+    let seconds = seconds.to_string();
+    let output = std::process::Command::new("timeout")
+        .args([
+            seconds.as_str(),
+            "runuser",
+            "-u",
+            "postgres",
+            "--",
+            "psql",
+            "-X",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            &socket,
+            "-d",
+            "postgres",
+            "-c",
+            sql,
+        ])
+        .current_dir("/")
+        .output()
+        .expect("psql runs");
+    let text = if output.status.success() {
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    } else {
+        String::from_utf8_lossy(&output.stderr).trim().to_string()
+    };
+    (output.status.success(), text)
+}
+
+/// Polls `check` every 200 ms for at most `limit`; the seconds it took.
+async fn within(limit: Duration, mut check: impl FnMut() -> bool) -> Option<f64> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if check() {
+            return Some(started.elapsed().as_secs_f64());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    None
+}
+
+pub async fn failover_and_back(app: &TestApp, t: &mut Timer, replicas: usize) {
+    let cluster = app.get("/cluster").await;
+    assert_eq!(cluster.body["healthy"], true, "{:?}", cluster.body);
+    assert_eq!(cluster.body["leader"], "primary1", "{:?}", cluster.body);
+    let members = cluster.body["members"].as_array().unwrap().clone();
+    assert_eq!(members.len(), replicas + 1, "{members:?}");
+    let sync: Vec<&str> = members
+        .iter()
+        .filter(|m| m["role"] == "sync_standby")
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        sync.len(),
+        1,
+        "synchronous mode has one sync standby: {members:?}"
+    );
+    let address = |name: &str| -> String {
+        members
+            .iter()
+            .find(|m| m["name"] == name)
+            .and_then(|m| m["address"].as_str())
+            .unwrap_or_else(|| panic!("{name} in {members:?}"))
+            .to_string()
+    };
+    let old = address("primary1");
+    let timeline = cluster.body["timeline"].as_u64().unwrap();
+    let (ok, out) = local_psql(
+        &old,
+        "create table if not exists ha_acked (id int primary key)",
+        10,
+    );
+    assert!(ok, "{out}");
+
+    // A writer on the leader's socket: an id counts once its commit returned.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, old) = (stop.clone(), old.clone());
+        std::thread::spawn(move || {
+            let mut acked = Vec::new();
+            let mut id = 0;
+            while !stop.load(Ordering::Relaxed) {
+                id += 1;
+                if local_psql(&old, &format!("insert into ha_acked values ({id})"), 3).0 {
+                    acked.push(id);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            acked
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // The leader's host loses its network.
+    set_links("primary", &["priv0"], false);
+    let others: Vec<(String, String)> = members
+        .iter()
+        .filter(|m| m["name"] != "primary1")
+        .map(|m| {
+            let name = m["name"].as_str().unwrap().to_string();
+            let address = address(&name);
+            (name, address)
+        })
+        .collect();
+    let mut new_leader = None;
+    let took = within(Duration::from_secs(90), || {
+        new_leader = others
+            .iter()
+            .find(|(_, a)| {
+                local_psql(a, "select pg_is_in_recovery()", 2) == (true, "f".into())
+                    && local_psql(a, "create table if not exists ha_probe (t text)", 2).0
+            })
+            .cloned();
+        new_leader.is_some()
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let acked = writer.join().unwrap();
+    let took = took.expect("a replica leads and takes writes after the leader's host is cut off");
+    t.0.push(("failover: new writable leader".into(), took));
+    eprintln!("e2e failover: a new leader took writes {took:.1}s after the cut");
+    let (leader, leader_address) = new_leader.unwrap();
+    assert!(
+        sync.contains(&leader.as_str()),
+        "the sync standby {sync:?} leads, not {leader}"
+    );
+
+    // No acknowledged commit is lost (synchronous mode).
+    assert!(
+        acked.len() > 5,
+        "the writer committed before the cut: {acked:?}"
+    );
+    let (ok, count) = local_psql(
+        &leader_address,
+        &format!(
+            "select count(*) from ha_acked where id = any('{{{}}}'::int[])",
+            acked
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        10,
+    );
+    assert!(ok, "{count}");
+    assert_eq!(
+        count,
+        acked.len().to_string(),
+        "every acknowledged id survives"
+    );
+
+    // Writes on the new leader reach the remaining replicas.
+    let (ok, out) = local_psql(
+        &leader_address,
+        "insert into ha_probe values ('after failover')",
+        10,
+    );
+    assert!(ok, "{out}");
+    for (name, address) in others.iter().filter(|(n, _)| *n != leader) {
+        let seen = within(Duration::from_secs(30), || {
+            local_psql(
+                address,
+                "select count(*) from ha_probe where t = 'after failover'",
+                2,
+            ) == (true, "1".into())
+        })
+        .await;
+        assert!(seen.is_some(), "{name} follows the new leader");
+    }
+
+    // The old host comes back: a replica on the new timeline, read-only.
+    set_links("primary", &["priv0"], true);
+    let back = within(Duration::from_secs(120), || {
+        local_psql(
+            &old,
+            "select count(*) from ha_probe where t = 'after failover'",
+            2,
+        ) == (true, "1".into())
+    })
+    .await;
+    let back = back.expect("the old leader rejoins as a replica");
+    t.0.push(("old leader rejoined".into(), back));
+    eprintln!(
+        "e2e failover: the old leader replayed the new leader's writes {back:.1}s after its link came back"
+    );
+    assert_eq!(
+        local_psql(&old, "select pg_is_in_recovery()", 5),
+        (true, "t".into())
+    );
+    assert!(!local_psql(&old, "insert into ha_probe values ('old')", 5).0);
+    let mut view = serde_json::Value::Null;
+    for _ in 0..20 {
+        view = app.get("/cluster").await.body;
+        if view["healthy"] == true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    assert_eq!(view["healthy"], true, "{view}");
+    assert_eq!(view["leader"], leader.as_str(), "{view}");
+    assert!(view["timeline"].as_u64().unwrap() > timeline, "{view}");
+    let events = app.get("/cluster/events").await;
+    assert_eq!(events.status, 200, "{:?}", events.body);
+
+    // A re-run keeps the new leader and changes nothing.
+    let version = installed_postgresql();
+    let rerun = t
+        .step(
+            "run after the failover",
+            app.post(
+                "/ansible/run",
+                json!({"output": true, "postgresql_version": version}),
+            ),
+        )
+        .await;
+    let output = rerun.body["output"].as_str().unwrap();
+    let changed = recap_changed(output);
+    assert!(
+        changed.iter().all(|(_, c)| *c == 0),
+        "the run after the failover changed something: {changed:?}\n{output}"
+    );
+    let view = app.get("/cluster").await.body;
+    assert_eq!(view["leader"], leader.as_str(), "{view}");
+
+    // A switchover through the API: primary1 leads again.
+    let switched = t
+        .step(
+            "switchover back",
+            app.post("/cluster/switchover", json!({"candidate": "primary1"})),
+        )
+        .await;
+    let result = &switched.body["result"];
+    assert_eq!(result["old_leader"], leader.as_str(), "{:?}", switched.body);
+    assert_eq!(result["new_leader"], "primary1", "{:?}", switched.body);
+    let gap = result["write_unavailable_seconds"].as_f64().unwrap();
+    t.0.push(("switchover write unavailability".into(), gap));
+    eprintln!("e2e switchover: writes unavailable {gap:.1}s");
+    let view = app.get("/cluster").await.body;
+    assert_eq!(view["leader"], "primary1", "{view}");
+}
