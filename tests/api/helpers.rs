@@ -227,9 +227,9 @@ impl TestApp {
         self.calls().pop().expect("a fake tool was called")
     }
 
-    /// Waits for a job to end and returns its record.
+    /// Waits (up to 3 minutes) for a job to end and returns its record.
     pub async fn wait_for_job(&self, id: &str) -> Value {
-        for _ in 0..600 {
+        for _ in 0..1800 {
             let job = self.get(&format!("/jobs/{id}")).await.body;
             let status = job["status"].as_str().unwrap_or_default();
             if !matches!(status, "queued" | "running") {
