@@ -151,9 +151,10 @@ impl Application {
         let runner = self.state.runner.clone();
         let grace = self.state.config.shutdown_grace;
         // Leader changes become events while the server serves.
-        let monitor = self.state.config.cluster_monitor.map(|every| {
-            tokio::spawn(crate::cluster::monitor_leaders(self.state.clone(), every))
-        });
+        let monitor =
+            self.state.config.cluster_monitor.map(|every| {
+                tokio::spawn(crate::cluster::monitor_leaders(self.state.clone(), every))
+            });
         // Jobs are wound down while the listener drains: open event streams
         // end when their jobs do.
         let jobs = tokio::spawn(async move {

@@ -249,11 +249,12 @@ mod tests {
         }
         let config = Config::from_vars(vars).unwrap();
         let workspace = Workspace::new(std::path::Path::new("/data"), "default");
-        let inputs = json!({"pgcluster_operation": "switchover", "pgcluster_candidate": "replica1"});
+        let inputs =
+            json!({"pgcluster_operation": "switchover", "pgcluster_candidate": "replica1"});
         let spec = operation_job(
             &config,
             &workspace,
-            Secret::new("pw".into()),
+            Secret::new("pw"),
             JobKind::ClusterSwitchover,
             &inputs,
             json!({}),

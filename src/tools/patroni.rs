@@ -185,7 +185,8 @@ pub fn parse_probe(printed: &str, hosts: &[InventoryHost]) -> Result<ClusterView
     let answers: BTreeMap<String, Value> = serde_json::from_str(printed.trim())
         .map_err(|e| format!("the probe printed no readable answer: {e}"))?;
     let answer = |address: &str| answers.get(address).cloned().unwrap_or(Value::Null);
-    let answered = |a: &Value| a.get("cluster_status").is_some() || a.get("primary_status").is_some();
+    let answered =
+        |a: &Value| a.get("cluster_status").is_some() || a.get("primary_status").is_some();
     let as_primary: Vec<&InventoryHost> = hosts
         .iter()
         .filter(|h| answer(&h.address)["primary_status"] == 200)
@@ -198,7 +199,12 @@ pub fn parse_probe(printed: &str, hosts: &[InventoryHost]) -> Result<ClusterView
         .chain(hosts.iter().collect::<Vec<_>>().iter())
         .map(|h| answer(&h.address))
         .find(|a| a["cluster_status"] == 200 && a["cluster"]["members"].is_array())
-        .map(|a| a["cluster"]["members"].as_array().cloned().unwrap_or_default());
+        .map(|a| {
+            a["cluster"]["members"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        });
     let listed = listing.clone().unwrap_or_default();
     let entry = |name: &str| listed.iter().find(|m| m["name"] == name).cloned();
 
@@ -224,12 +230,14 @@ pub fn parse_probe(printed: &str, hosts: &[InventoryHost]) -> Result<ClusterView
     if !hosts.iter().any(|h| answered(&answer(&h.address))) {
         let why = hosts
             .first()
-            .and_then(|h| answer(&h.address)["primary_error"].as_str().map(String::from))
+            .and_then(|h| {
+                answer(&h.address)["primary_error"]
+                    .as_str()
+                    .map(String::from)
+            })
             .map(|e| format!(" ({e})"))
             .unwrap_or_default();
-        problems.push(format!(
-            "no member's Patroni REST API answered{why}"
-        ));
+        problems.push(format!("no member's Patroni REST API answered{why}"));
     } else if listing.is_none() {
         problems.push("no member answered Patroni's /cluster".into());
     }
@@ -245,7 +253,8 @@ pub fn parse_probe(printed: &str, hosts: &[InventoryHost]) -> Result<ClusterView
                     "Patroni lists {name} as leader but it does not answer as the primary"
                 ));
             } else if problems.is_empty() {
-                problems.push("no member answers as the primary (the cluster has no leader)".into());
+                problems
+                    .push("no member answers as the primary (the cluster has no leader)".into());
             }
             None
         }
@@ -381,11 +390,7 @@ mod tests {
             ]
         );
         let shared = probe_args(Path::new("/w/ssh_config"), Some("%d/.ssh/pgc-%C"), &hosts());
-        assert!(
-            shared
-                .iter()
-                .any(|a| a == "ControlPath=%d/.ssh/pgc-%C")
-        );
+        assert!(shared.iter().any(|a| a == "ControlPath=%d/.ssh/pgc-%C"));
     }
 
     #[test]

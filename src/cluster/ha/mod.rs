@@ -8,7 +8,7 @@ pub(crate) mod probe;
 
 pub use monitor::monitor_leaders;
 pub use operate::{
-    FailoverRequest, LeaderChange, Operation, Reinitialized, ReinitRequest, RestartRequest,
+    FailoverRequest, LeaderChange, Operation, ReinitRequest, Reinitialized, RestartRequest,
     Restarted, SwitchoverRequest, operate, result_of,
 };
 pub use probe::cluster_view;

@@ -341,9 +341,9 @@ fn read_result(kind: JobKind, path: &std::path::Path) -> Result<Value, String> {
         .map_err(|e| format!("operate.yml wrote no result ({}): {e}", path.display()))?;
     let unreadable = |e: serde_json::Error| format!("operate.yml wrote an unreadable result: {e}");
     let value = match kind {
-        JobKind::ClusterSwitchover | JobKind::ClusterFailover => {
-            serde_json::to_value(serde_json::from_slice::<LeaderChange>(&bytes).map_err(unreadable)?)
-        }
+        JobKind::ClusterSwitchover | JobKind::ClusterFailover => serde_json::to_value(
+            serde_json::from_slice::<LeaderChange>(&bytes).map_err(unreadable)?,
+        ),
         JobKind::ClusterRestart => {
             serde_json::to_value(serde_json::from_slice::<Restarted>(&bytes).map_err(unreadable)?)
         }
@@ -495,7 +495,10 @@ pub fn plan(
         ("pgcluster_leader", json!(leader.unwrap_or_default())),
         ("pgcluster_candidate", json!(candidate.unwrap_or_default())),
         ("pgcluster_member", json!(member.unwrap_or_default())),
-        ("pgcluster_scheduled_at", json!(scheduled.unwrap_or_default())),
+        (
+            "pgcluster_scheduled_at",
+            json!(scheduled.unwrap_or_default()),
+        ),
         ("pgcluster_pending_only", json!(pending)),
         ("pgcluster_switchover_leader", json!(switchover_leader)),
         ("pgcluster_restart_order", json!(restart_order)),
@@ -517,11 +520,18 @@ fn needs_leader(view: &ClusterView, what: &str, instead: &str) -> Result<String,
     })
 }
 
-fn member_named<'v>(view: &'v ClusterView, field: &str, name: &str) -> Result<&'v MemberView, Error> {
+fn member_named<'v>(
+    view: &'v ClusterView,
+    field: &str,
+    name: &str,
+) -> Result<&'v MemberView, Error> {
     view.member(name).ok_or_else(|| {
         Error::field(
             field,
-            format!("no member '{name}' in the cluster (members: {})", view.names()),
+            format!(
+                "no member '{name}' in the cluster (members: {})",
+                view.names()
+            ),
         )
     })
 }
@@ -644,7 +654,10 @@ mod tests {
         v.leader = None;
         v.problems = vec!["no member answers as the primary".into()];
         let err = plan(&switchover(None), &v, "default").unwrap_err();
-        assert!(matches!(&err, Error::Conflict(m) if m.contains("no leader")), "{err:?}");
+        assert!(
+            matches!(&err, Error::Conflict(m) if m.contains("no leader")),
+            "{err:?}"
+        );
         let mut v = view();
         v.members[1].state = Some("stopped".into());
         let err = plan(&switchover(None), &v, "default").unwrap_err();
@@ -692,7 +705,10 @@ mod tests {
             candidate: "replica1".into(),
         };
         let err = plan(&op, &view(), "default").unwrap_err();
-        assert!(matches!(&err, Error::Conflict(m) if m.contains("use switchover")), "{err:?}");
+        assert!(
+            matches!(&err, Error::Conflict(m) if m.contains("use switchover")),
+            "{err:?}"
+        );
         let mut v = view();
         v.leader = None;
         let vars = plan(&op, &v, "default").unwrap();
@@ -725,11 +741,17 @@ mod tests {
             member: "primary1".into(),
         };
         let err = plan(&op, &view(), "default").unwrap_err();
-        assert!(matches!(&err, Error::Conflict(m) if m.contains("is the leader")), "{err:?}");
+        assert!(
+            matches!(&err, Error::Conflict(m) if m.contains("is the leader")),
+            "{err:?}"
+        );
         let op = Operation::Reinit {
             member: "nobody".into(),
         };
-        assert_eq!(field_of(plan(&op, &view(), "default").unwrap_err()), "member");
+        assert_eq!(
+            field_of(plan(&op, &view(), "default").unwrap_err()),
+            "member"
+        );
     }
 
     #[test]

@@ -43,11 +43,12 @@ impl Probes {
 /// The workspace's database hosts from its inventory; no inventory is a
 /// conflict (configure first), as for `/cluster`.
 pub fn inventory(workspace: &Workspace) -> Result<Vec<InventoryHost>, Error> {
-    let text = std::fs::read_to_string(workspace.ansible_dir().join("hosts.ini")).map_err(|_| {
-        Error::Conflict(
-            "there is no inventory yet: call /ansible/configure (or /deploy) first".into(),
-        )
-    })?;
+    let text =
+        std::fs::read_to_string(workspace.ansible_dir().join("hosts.ini")).map_err(|_| {
+            Error::Conflict(
+                "there is no inventory yet: call /ansible/configure (or /deploy) first".into(),
+            )
+        })?;
     let hosts = patroni::inventory_hosts(&text);
     if hosts.is_empty() {
         return Err(Error::Conflict(
