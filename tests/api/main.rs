@@ -8,6 +8,7 @@ mod auth;
 mod cluster;
 mod deploy;
 mod faults;
+mod ha;
 mod helpers;
 mod hostile;
 mod injection;

@@ -14,10 +14,10 @@ use crate::cluster::{App, list_workspaces};
 use crate::store::{ClusterEvent, JobFilter, JobKind};
 use crate::workspace::{Holder, Workspace};
 
-/// The leader last seen in a workspace, and when.
+/// The leader last seen in a workspace, and since when it leads.
 struct Seen {
     leader: String,
-    at: OffsetDateTime,
+    since: OffsetDateTime,
 }
 
 /// Runs until the task is dropped.
@@ -77,17 +77,23 @@ async fn observe(
     timeline: Option<u64>,
 ) {
     let now = OffsetDateTime::now_utc();
+    if seen
+        .get(workspace.name())
+        .is_some_and(|s| s.leader == leader)
+    {
+        return;
+    }
     let previous = seen.insert(
         workspace.name().to_string(),
         Seen {
             leader: leader.to_string(),
-            at: now,
+            since: now,
         },
     );
-    let Some(previous) = previous.filter(|p| p.leader != leader) else {
+    let Some(previous) = previous else {
         return;
     };
-    let cause = cause(app, workspace, previous.at, now).await;
+    let cause = cause(app, workspace, leader, previous.since, now).await;
     tracing::warn!(workspace = workspace.name(), from = %previous.leader, to = leader, cause, "the cluster's leader changed");
     crate::metrics::leader_changed(workspace.name(), cause);
     let event = ClusterEvent {
@@ -105,11 +111,13 @@ async fn observe(
     }
 }
 
-/// `switchover` or `failover` when such an operation of ours ran since the
-/// old leader was last seen (or was scheduled for then), else `automatic`.
+/// `switchover` or `failover` when such an operation of ours ran while the
+/// old leader led (or was scheduled for then) and did not end with another
+/// leader than `to`, else `automatic`.
 async fn cause(
     app: &App,
     workspace: &Workspace,
+    to: &str,
     since: OffsetDateTime,
     now: OffsetDateTime,
 ) -> &'static str {
@@ -139,7 +147,11 @@ async fn cause(
             .as_str()
             .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
             .is_some_and(|t| t >= since - Duration::from_secs(10) && t <= now);
-        if ran || scheduled {
+        let elsewhere = job
+            .result
+            .as_ref()
+            .is_some_and(|r| r["new_leader"].as_str().is_some_and(|new| new != to));
+        if (ran || scheduled) && !elsewhere {
             return cause;
         }
     }
