@@ -15,6 +15,7 @@ mod injection;
 mod jobs;
 mod lab;
 mod openapi;
+mod operate;
 mod real_tools;
 mod runner;
 mod schemathesis;
