@@ -16,20 +16,21 @@ use crate::domain::HostAddress;
 /// Patroni's REST API port on every member.
 pub const REST_PORT: u16 = 8008;
 
-/// Run on the bastion by `python3 -` with the members' addresses as
-/// arguments: GETs `/cluster` and `/primary` of every member in parallel
+/// Run on the bastion by `python3 -` with the REST API's port and the
+/// members' addresses as arguments: GETs `/cluster` and `/primary` of every
+/// member in parallel
 /// threads (1 s each, no proxy), then prints one JSON object keyed by
 /// address: `{"<address>": {"cluster_status": 200, "cluster": {...},
 /// "primary_status": 503, "primary_error": "..."}}`.
 pub const PROBE_SCRIPT: &str = r#"
 import json, sys, threading, urllib.error, urllib.request
 opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-out = {a: {} for a in sys.argv[1:]}
+port, out = sys.argv[1], {a: {} for a in sys.argv[2:]}
 def get(address, path):
     host = "[%s]" % address if ":" in address else address
     entry = out[address]
     try:
-        with opener.open("http://%s:8008/%s" % (host, path), timeout=1.0) as answer:
+        with opener.open("http://%s:%s/%s" % (host, port, path), timeout=1.0) as answer:
             status, body = answer.status, answer.read()
     except urllib.error.HTTPError as e:
         status, body = e.code, e.read()
@@ -59,9 +60,9 @@ pub struct InventoryHost {
 }
 
 /// The database hosts of a `hosts.ini` as `configure` writes it: the hosts
-/// of the `[primary]` and `[replicas]` groups, in order, each with its
-/// `ansible_host`. A host whose address is not an address is left out
-/// (it could not be probed safely).
+/// of the `[primary]`, `[replicas]` and `[db]` groups, in order, each with
+/// its `private_address` (else its `ansible_host`). A host whose address is
+/// not an address is left out (it could not be probed safely).
 pub fn inventory_hosts(hosts_ini: &str) -> Vec<InventoryHost> {
     let mut hosts = Vec::new();
     let mut in_db_group = false;
@@ -70,7 +71,7 @@ pub fn inventory_hosts(hosts_ini: &str) -> Vec<InventoryHost> {
             continue;
         }
         if let Some(group) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            in_db_group = matches!(group, "primary" | "replicas");
+            in_db_group = matches!(group, "primary" | "replicas" | "db");
             continue;
         }
         if !in_db_group {
@@ -78,9 +79,12 @@ pub fn inventory_hosts(hosts_ini: &str) -> Vec<InventoryHost> {
         }
         let mut words = line.split_whitespace();
         let Some(name) = words.next() else { continue };
-        let address = words.find_map(|w| w.strip_prefix("ansible_host="));
+        let vars: Vec<&str> = words.collect();
+        let var = |key: &str| vars.iter().find_map(|w| w.strip_prefix(key));
+        let address = var("private_address=").or_else(|| var("ansible_host="));
         if let Some(address) = address.and_then(|a| HostAddress::parse(a).ok())
             && is_member_name(name)
+            && !hosts.iter().any(|h: &InventoryHost| h.name == name)
         {
             hosts.push(InventoryHost {
                 name: name.to_string(),
@@ -120,7 +124,12 @@ pub fn probe_args(
             args.push(option.into());
         }
     }
-    args.extend(["bastion".into(), "python3".into(), "-".into()]);
+    args.extend([
+        "bastion".into(),
+        "python3".into(),
+        "-".into(),
+        REST_PORT.to_string().into(),
+    ]);
     args.extend(hosts.iter().map(|h| OsString::from(&h.address)));
     args
 }
@@ -364,6 +373,22 @@ mod tests {
     }
 
     #[test]
+    fn a_private_address_in_the_inventory_is_preferred_and_a_host_counted_once() {
+        let hosts = inventory_hosts(
+            "[primary]\nprimary1 ansible_host=203.0.113.7 private_address=10.0.1.10\n\
+             [db]\nprimary1 ansible_host=203.0.113.7\nreplica1 ansible_host=10.0.2.11\n",
+        );
+        let found: Vec<(&str, &str)> = hosts
+            .iter()
+            .map(|h| (h.name.as_str(), h.address.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [("primary1", "10.0.1.10"), ("replica1", "10.0.2.11")]
+        );
+    }
+
+    #[test]
     fn an_inventory_address_that_is_not_an_address_is_not_probed() {
         let hosts = inventory_hosts("[primary]\nprimary1 ansible_host=10.0.1.10;reboot\n");
         assert!(hosts.is_empty(), "{hosts:?}");
@@ -384,6 +409,7 @@ mod tests {
                 "bastion",
                 "python3",
                 "-",
+                "8008",
                 "10.0.1.10",
                 "10.0.2.11",
                 "10.0.3.12"

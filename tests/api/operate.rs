@@ -227,3 +227,50 @@ fn operate_yml_switches_over_restarts_reinits_and_fails_over_through_patroni() {
     assert_eq!(result["timeline"], 4);
     assert_eq!(calls(dir)[0]["path"], "/failover");
 }
+
+#[test]
+fn the_probe_script_reads_every_members_patroni_and_finds_the_leader() {
+    use pgcluster_api::tools::patroni::{InventoryHost, PROBE_SCRIPT, parse_probe};
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let patroni = FakePatroni::start(dir.path());
+    let mut hosts: Vec<InventoryHost> = ["primary1", "replica1", "replica2"]
+        .iter()
+        .map(|name| InventoryHost {
+            name: name.to_string(),
+            address: patroni.members[name].as_str().unwrap().to_string(),
+        })
+        .collect();
+    // A member that does not answer at all.
+    hosts.push(InventoryHost {
+        name: "replica3".into(),
+        address: "127.0.0.1".into(),
+    });
+    // As ssh runs it on the bastion: `python3 - <port> <addresses>`.
+    let mut probe = Command::new("python3")
+        .arg("-")
+        .arg(patroni.port.to_string())
+        .args(hosts.iter().map(|h| &h.address))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    probe
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(PROBE_SCRIPT.as_bytes())
+        .unwrap();
+    let output = probe.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let view = parse_probe(&String::from_utf8_lossy(&output.stdout), &hosts).unwrap();
+    assert_eq!(view.leader.as_deref(), Some("primary1"));
+    assert_eq!(view.timeline, Some(1));
+    let replica1 = view.member("replica1").unwrap();
+    assert_eq!(replica1.role.as_deref(), Some("replica"));
+    assert_eq!(replica1.lag_bytes, Some(0));
+    assert!(replica1.pending_restart);
+    let replica3 = view.member("replica3").unwrap();
+    assert!(!replica3.reachable);
+    assert_eq!(replica3.state, None);
+}
