@@ -98,11 +98,12 @@ async fn the_primary_is_the_member_answering_as_primary_through_the_bastion() {
         ["-F".to_string(), ssh_config.display().to_string()]
     );
     assert_eq!(
-        argv[argv.len() - 6..],
+        argv[argv.len() - 7..],
         [
             "bastion",
             "python3",
             "-",
+            "8008",
             "10.0.1.10",
             "10.0.2.11",
             "10.0.3.12"
