@@ -182,9 +182,10 @@ impl ClusterView {
 
     /// Why there is no leader, in one line.
     pub fn no_leader_reason(&self) -> String {
-        match self.problems.first() {
-            Some(_) => self.problems.join("; "),
-            None => "no member answers as the primary".into(),
+        if self.problems.is_empty() {
+            "no member answers as the primary".into()
+        } else {
+            self.problems.join("; ")
         }
     }
 }
@@ -205,7 +206,8 @@ pub fn parse_probe(printed: &str, hosts: &[InventoryHost]) -> Result<ClusterView
     // else from the first member that did: they read the same DCS.
     let listing = as_primary
         .iter()
-        .chain(hosts.iter().collect::<Vec<_>>().iter())
+        .copied()
+        .chain(hosts)
         .map(|h| answer(&h.address))
         .find(|a| a["cluster_status"] == 200 && a["cluster"]["members"].is_array())
         .map(|a| {
