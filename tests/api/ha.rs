@@ -471,7 +471,12 @@ async fn the_monitor_records_leader_changes_with_their_cause_and_counts_them() {
     assert_eq!(configured.status, 200, "{:?}", configured.body);
     set_probe(&app, &leading("primary1"));
     // Seen a few times: the first leader seen is no change.
+    let started = Instant::now();
     while ssh_calls(&app).len() < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the monitor does not probe"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(events(&app).await.is_empty());
