@@ -354,6 +354,34 @@ fn read_result(kind: JobKind, path: &std::path::Path) -> Result<Value, String> {
     value.map_err(|e| e.to_string())
 }
 
+/// What `operate.yml` is told besides the operation and the members.
+struct Inputs {
+    /// The member the calls are made from (an inventory host).
+    via: String,
+    leader: Option<String>,
+    candidate: Option<String>,
+    member: Option<String>,
+    scheduled_at: Option<String>,
+    pending_only: bool,
+    switchover_leader: bool,
+    restart_order: Vec<String>,
+}
+
+impl Inputs {
+    fn via(via: String, leader: Option<String>) -> Inputs {
+        Inputs {
+            via,
+            leader,
+            candidate: None,
+            member: None,
+            scheduled_at: None,
+            pending_only: true,
+            switchover_leader: false,
+            restart_order: Vec::new(),
+        }
+    }
+}
+
 /// Refuses what cannot work on the cluster as it is, and gives the
 /// playbook's inputs (all but the result file).
 pub fn plan(
@@ -361,128 +389,19 @@ pub fn plan(
     view: &ClusterView,
     workspace: &str,
 ) -> Result<Map<String, Value>, Error> {
-    let listed_leader = view
-        .members
-        .iter()
-        .find(|m| m.role.as_deref() == Some("leader"))
-        .map(|m| m.name.clone());
-    let mut leader = view.leader.clone();
-    let mut candidate = None;
-    let mut member = None;
-    let mut scheduled = None;
-    let mut restart_order = Vec::new();
-    let (mut pending, mut switchover_leader) = (true, false);
-    let via;
-    match operation {
+    let inputs = match operation {
         Operation::Switchover {
-            candidate: wanted,
+            candidate,
             scheduled_at,
-        } => {
-            let current = needs_leader(view, "a switchover", "use failover")?;
-            for m in &view.members {
-                if m.state.as_deref() != Some("running") {
-                    return Err(Error::Conflict(format!(
-                        "{} is not running ({}): a switchover needs every member running",
-                        m.name,
-                        state_of(m)
-                    )));
-                }
-            }
-            if let Some(wanted) = wanted {
-                let m = member_named(view, "candidate", wanted)?;
-                if m.name == current {
-                    return Err(Error::field(
-                        "candidate",
-                        format!("{wanted} is already the leader"),
-                    ));
-                }
-                fit_to_lead(m)?;
-            } else if !view
-                .members
-                .iter()
-                .any(|m| m.name != current && fit_to_lead(m).is_ok())
-            {
-                return Err(Error::Conflict(format!(
-                    "no replica can take over: each lags more than {MAXIMUM_LAG_BYTES} bytes \
-                     (maximum_lag_on_failover) or its lag is unknown"
-                )));
-            }
-            candidate = wanted.clone();
-            scheduled = scheduled_at.and_then(|t| t.format(&Rfc3339).ok());
-            via = wanted.clone().unwrap_or(current);
-        }
-        Operation::Failover { candidate: wanted } => {
-            if let Some(current) = &view.leader {
-                return Err(Error::Conflict(format!(
-                    "{current} is a healthy leader: use switchover"
-                )));
-            }
-            let m = member_named(view, "candidate", wanted)?;
-            if m.state.as_deref() != Some("running") || !m.reachable {
-                return Err(Error::Conflict(format!(
-                    "candidate {wanted} is not running ({}): it cannot be promoted",
-                    state_of(m)
-                )));
-            }
-            // The leader that was, as Patroni still lists it.
-            leader = listed_leader;
-            candidate = Some(wanted.clone());
-            via = wanted.clone();
-        }
+        } => switchover(view, candidate.as_deref(), *scheduled_at)?,
+        Operation::Failover { candidate } => failover(view, candidate)?,
         Operation::Restart {
-            member: wanted,
+            member,
             pending_only,
-            switchover_leader: hand_over,
-        } => {
-            let current = needs_leader(view, "a restart", "see the cluster's members first")?;
-            restart_order = match wanted {
-                Some(wanted) => vec![member_named(view, "member", wanted)?.name.clone()],
-                None => view
-                    .members
-                    .iter()
-                    .filter(|m| m.name != current)
-                    .chain(view.member(&current))
-                    .map(|m| m.name.clone())
-                    .collect(),
-            };
-            for name in &restart_order {
-                let m = view.member(name).expect("a member of the view");
-                if !m.reachable {
-                    return Err(Error::Conflict(format!(
-                        "{name}'s Patroni REST API does not answer: it cannot be restarted"
-                    )));
-                }
-            }
-            if *hand_over && restart_order.contains(&current) {
-                let best = view
-                    .members
-                    .iter()
-                    .filter(|m| m.name != current && fit_to_lead(m).is_ok())
-                    .min_by_key(|m| m.lag_bytes);
-                let Some(best) = best else {
-                    return Err(Error::Conflict(format!(
-                        "no replica can take over from the leader {current} (none running \
-                         within {MAXIMUM_LAG_BYTES} bytes): restart it in place instead"
-                    )));
-                };
-                candidate = Some(best.name.clone());
-            }
-            pending = *pending_only;
-            switchover_leader = *hand_over;
-            via = current;
-        }
-        Operation::Reinit { member: wanted } => {
-            let current = needs_leader(view, "a reinit", "a replica is rebuilt from the leader")?;
-            let m = member_named(view, "member", wanted)?;
-            if m.name == current {
-                return Err(Error::Conflict(format!(
-                    "{wanted} is the leader: a leader cannot be reinitialized; switch over first"
-                )));
-            }
-            member = Some(wanted.clone());
-            via = current;
-        }
-    }
+            switchover_leader,
+        } => restart(view, member.as_deref(), *pending_only, *switchover_leader)?,
+        Operation::Reinit { member } => reinit(view, member)?,
+    };
     let members: Map<String, Value> = view
         .members
         .iter()
@@ -492,22 +411,164 @@ pub fn plan(
     for (key, value) in [
         ("pgcluster_operation", json!(operation.name())),
         ("pgcluster_workspace", json!(workspace)),
-        ("pgcluster_leader", json!(leader.unwrap_or_default())),
-        ("pgcluster_candidate", json!(candidate.unwrap_or_default())),
-        ("pgcluster_member", json!(member.unwrap_or_default())),
+        ("pgcluster_leader", json!(inputs.leader.unwrap_or_default())),
+        (
+            "pgcluster_candidate",
+            json!(inputs.candidate.unwrap_or_default()),
+        ),
+        ("pgcluster_member", json!(inputs.member.unwrap_or_default())),
         (
             "pgcluster_scheduled_at",
-            json!(scheduled.unwrap_or_default()),
+            json!(inputs.scheduled_at.unwrap_or_default()),
         ),
-        ("pgcluster_pending_only", json!(pending)),
-        ("pgcluster_switchover_leader", json!(switchover_leader)),
-        ("pgcluster_restart_order", json!(restart_order)),
-        ("pgcluster_via", json!(via)),
+        ("pgcluster_pending_only", json!(inputs.pending_only)),
+        (
+            "pgcluster_switchover_leader",
+            json!(inputs.switchover_leader),
+        ),
+        ("pgcluster_restart_order", json!(inputs.restart_order)),
+        ("pgcluster_via", json!(inputs.via)),
         ("pgcluster_members", Value::Object(members)),
     ] {
         vars.insert(key.into(), value);
     }
     Ok(vars)
+}
+
+/// A leader, every member running, and a candidate (named, or one Patroni
+/// may pick) within `maximum_lag_on_failover`. Called from the candidate.
+fn switchover(
+    view: &ClusterView,
+    wanted: Option<&str>,
+    scheduled_at: Option<OffsetDateTime>,
+) -> Result<Inputs, Error> {
+    let current = needs_leader(view, "a switchover", "use failover")?;
+    if let Some(m) = view
+        .members
+        .iter()
+        .find(|m| m.state.as_deref() != Some("running"))
+    {
+        return Err(Error::Conflict(format!(
+            "{} is not running ({}): a switchover needs every member running",
+            m.name,
+            state_of(m)
+        )));
+    }
+    match wanted {
+        Some(wanted) => {
+            let m = member_named(view, "candidate", wanted)?;
+            if m.name == current {
+                return Err(Error::field(
+                    "candidate",
+                    format!("{wanted} is already the leader"),
+                ));
+            }
+            fit_to_lead(m)?;
+        }
+        None if best_replica(view, &current).is_none() => {
+            return Err(Error::Conflict(format!(
+                "no replica can take over: each lags more than {MAXIMUM_LAG_BYTES} bytes \
+                 (maximum_lag_on_failover) or its lag is unknown"
+            )));
+        }
+        None => {}
+    }
+    let mut inputs = Inputs::via(wanted.unwrap_or(&current).to_string(), Some(current));
+    inputs.candidate = wanted.map(String::from);
+    inputs.scheduled_at = scheduled_at.and_then(|t| t.format(&Rfc3339).ok());
+    Ok(inputs)
+}
+
+/// No healthy leader, and a running candidate. Called from the candidate;
+/// the old leader is the one Patroni still lists, if any.
+fn failover(view: &ClusterView, wanted: &str) -> Result<Inputs, Error> {
+    if let Some(current) = &view.leader {
+        return Err(Error::Conflict(format!(
+            "{current} is a healthy leader: use switchover"
+        )));
+    }
+    let m = member_named(view, "candidate", wanted)?;
+    if m.state.as_deref() != Some("running") || !m.reachable {
+        return Err(Error::Conflict(format!(
+            "candidate {wanted} is not running ({}): it cannot be promoted",
+            state_of(m)
+        )));
+    }
+    let listed_leader = view
+        .members
+        .iter()
+        .find(|m| m.role.as_deref() == Some("leader"))
+        .map(|m| m.name.clone());
+    let mut inputs = Inputs::via(wanted.to_string(), listed_leader);
+    inputs.candidate = Some(wanted.to_string());
+    Ok(inputs)
+}
+
+/// One member, or every member with the leader last; each must answer.
+/// With `switchover_leader` the replica closest to the leader takes over
+/// first. Called from the leader.
+fn restart(
+    view: &ClusterView,
+    wanted: Option<&str>,
+    pending_only: bool,
+    switchover_leader: bool,
+) -> Result<Inputs, Error> {
+    let current = needs_leader(view, "a restart", "see the cluster's members first")?;
+    let order: Vec<String> = match wanted {
+        Some(wanted) => vec![member_named(view, "member", wanted)?.name.clone()],
+        None => view
+            .members
+            .iter()
+            .filter(|m| m.name != current)
+            .chain(view.member(&current))
+            .map(|m| m.name.clone())
+            .collect(),
+    };
+    if let Some(m) = view
+        .members
+        .iter()
+        .find(|m| order.contains(&m.name) && !m.reachable)
+    {
+        return Err(Error::Conflict(format!(
+            "{}'s Patroni REST API does not answer: it cannot be restarted",
+            m.name
+        )));
+    }
+    let mut inputs = Inputs::via(current.clone(), Some(current.clone()));
+    if switchover_leader && order.contains(&current) {
+        let Some(best) = best_replica(view, &current) else {
+            return Err(Error::Conflict(format!(
+                "no replica can take over from the leader {current} (none running within \
+                 {MAXIMUM_LAG_BYTES} bytes): restart it in place instead"
+            )));
+        };
+        inputs.candidate = Some(best.name.clone());
+    }
+    inputs.restart_order = order;
+    inputs.pending_only = pending_only;
+    inputs.switchover_leader = switchover_leader;
+    Ok(inputs)
+}
+
+/// A replica, rebuilt from the leader. Called from the leader.
+fn reinit(view: &ClusterView, wanted: &str) -> Result<Inputs, Error> {
+    let current = needs_leader(view, "a reinit", "a replica is rebuilt from the leader")?;
+    if member_named(view, "member", wanted)?.name == current {
+        return Err(Error::Conflict(format!(
+            "{wanted} is the leader: a leader cannot be reinitialized; switch over first"
+        )));
+    }
+    let mut inputs = Inputs::via(current.clone(), Some(current));
+    inputs.member = Some(wanted.to_string());
+    Ok(inputs)
+}
+
+/// The replica fit to lead that is closest to the leader.
+fn best_replica<'v>(view: &'v ClusterView, leader: &str) -> Option<&'v MemberView> {
+    view.members
+        .iter()
+        .filter(|m| m.name != leader && fit_to_lead(m).is_ok())
+        .min_by_key(|m| m.lag_bytes)
 }
 
 /// The current leader, or a conflict saying why there is none.
