@@ -30,6 +30,12 @@ pub struct Config {
     pub terraform_binary: PathBuf,
     /// `ansible-playbook` executable (`ANSIBLE_PLAYBOOK_BINARY`).
     pub ansible_playbook_binary: PathBuf,
+    /// `ssh` executable that reaches the cluster's private network through
+    /// the bastion, for the Patroni probe (`SSH_BINARY`).
+    pub ssh_binary: PathBuf,
+    /// How often the cluster monitor reads each configured workspace's
+    /// leader; `None` = no monitor (`CLUSTER_MONITOR_SECONDS`, 0 disables).
+    pub cluster_monitor: Option<Duration>,
     /// The Terraform stack the workspaces run (`TERRAFORM_DIR`).
     pub terraform_dir: PathBuf,
     /// Directory holding `site.yml` and its roles (`ANSIBLE_DIR`).
@@ -170,6 +176,15 @@ impl Config {
             ansible_playbook_binary: r
                 .string("ANSIBLE_PLAYBOOK_BINARY", "ansible-playbook")
                 .into(),
+            ssh_binary: r.string("SSH_BINARY", "ssh").into(),
+            cluster_monitor: match r.parse::<u64>(
+                "CLUSTER_MONITOR_SECONDS",
+                "5",
+                "a number of seconds",
+            ) {
+                0 => None,
+                secs => Some(Duration::from_secs(secs)),
+            },
             terraform_dir: r.directory("TERRAFORM_DIR", "terraform/aws", true),
             ansible_dir: r.directory("ANSIBLE_DIR", "ansible", true),
             template_dir: r.directory("TEMPLATE_DIR", "templates", true),

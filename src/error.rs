@@ -61,6 +61,10 @@ pub enum ApiError {
         message: String,
         insufficient_storage: bool,
     },
+    /// 503: the cluster could not be probed, or has no leader now. With
+    /// `Retry-After: 1`.
+    #[error("{0}")]
+    ClusterUnavailable(String),
     /// 404: no such thing.
     #[error("{0}")]
     NotFound(String),
@@ -134,7 +138,9 @@ impl ApiError {
                 insufficient_storage: true,
                 ..
             } => StatusCode::INSUFFICIENT_STORAGE,
-            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable { .. } | ApiError::ClusterUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -263,6 +269,10 @@ impl IntoResponse for ApiError {
                 extra_header = Some((header::RETRY_AFTER, HeaderValue::from_static("30")));
                 ErrorBody::new(message)
             }
+            ApiError::ClusterUnavailable(message) => {
+                extra_header = Some((header::RETRY_AFTER, HeaderValue::from_static("1")));
+                ErrorBody::new(message)
+            }
             ApiError::Unauthorized(message) => {
                 extra_header = Some((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
                 ErrorBody::new(message)
@@ -315,6 +325,7 @@ impl From<crate::cluster::Error> for ApiError {
             Error::Busy { workspace, job_id } => ApiError::Busy { workspace, job_id },
             Error::Conflict(message) => ApiError::Conflict(message),
             Error::NotFound(message) => ApiError::NotFound(message),
+            Error::ClusterUnavailable(message) => ApiError::ClusterUnavailable(message),
             Error::Unavailable { message, fault } => ApiError::Unavailable {
                 message,
                 insufficient_storage: fault == crate::disk::StorageFault::NoSpace,

@@ -5,6 +5,8 @@
 //! - `jobs_total{kind,status}`, `job_duration_seconds{kind}`, `jobs_running`
 //! - `job_log_bytes_total`, `job_cancellations_total`, `job_timeouts_total`
 //! - `pgcluster_disk_free_bytes{dir}`: free space under `DATA_DIR` and `LOG_DIR`
+//! - `pgcluster_leader_changes_total{workspace,cause}`: leader changes the
+//!   cluster monitor saw (`switchover`, `failover`, `automatic`)
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -97,4 +99,10 @@ pub fn log_bytes(bytes: u64) {
 /// Free bytes under a directory, read when `/metrics` is served.
 pub fn disk_free(dir: &'static str, bytes: u64) {
     ::metrics::gauge!("pgcluster_disk_free_bytes", "dir" => dir).set(bytes as f64);
+}
+
+/// A leader change the cluster monitor recorded.
+pub fn leader_changed(workspace: &str, cause: &'static str) {
+    ::metrics::counter!("pgcluster_leader_changes_total", "workspace" => workspace.to_string(), "cause" => cause)
+        .increment(1);
 }

@@ -68,6 +68,7 @@ pub const WORKSPACE_PREFIX: &str = "/workspaces/{name}";
             NoSuchWorkspace,
             InsufficientStorage,
             StorageUnavailable,
+            ClusterUnavailable,
         ),
     ),
 )]
@@ -299,6 +300,10 @@ error_responses! {
     /// 503 of the routes that start work or write files.
     StorageUnavailable => "The disk under `DATA_DIR` is read-only or failing: nothing was \
         started or written; `Retry-After` says when to try again";
+    /// 503 of the routes that ask the cluster's Patroni.
+    ClusterUnavailable => "The cluster could not be probed through the bastion, or it has no \
+        leader now (`error` says which); for an operation, also a disk under `DATA_DIR` that is \
+        read-only or failing. `Retry-After` says when to try again";
     /// 404 of the routes under `/workspaces/{name}`.
     NoSuchWorkspace => "No such workspace: create it with `POST /workspaces`";
 }

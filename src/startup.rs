@@ -150,6 +150,11 @@ impl Application {
         let (stop, mut stopping) = tokio::sync::watch::channel(false);
         let runner = self.state.runner.clone();
         let grace = self.state.config.shutdown_grace;
+        // Leader changes become events while the server serves.
+        let monitor =
+            self.state.config.cluster_monitor.map(|every| {
+                tokio::spawn(crate::cluster::monitor_leaders(self.state.clone(), every))
+            });
         // Jobs are wound down while the listener drains: open event streams
         // end when their jobs do.
         let jobs = tokio::spawn(async move {
@@ -162,6 +167,9 @@ impl Application {
                 let _ = stop.send(true);
             })
             .await;
+        if let Some(monitor) = monitor {
+            monitor.abort();
+        }
         let _ = jobs.await;
         served
     }

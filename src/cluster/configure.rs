@@ -235,7 +235,7 @@ pub(crate) async fn write_configuration(
 /// 107 bytes and ssh appends a 17-byte suffix while creating it, so the
 /// workspace directory is too deep: `~/.ssh` (private, created if missing)
 /// is short. Without a home, connections are not shared.
-fn control_path() -> Option<&'static str> {
+pub(crate) fn control_path() -> Option<&'static str> {
     use std::os::unix::fs::PermissionsExt;
     let home = std::env::var_os("HOME").filter(|h| !h.is_empty())?;
     let dir = std::path::Path::new(&home).join(".ssh");

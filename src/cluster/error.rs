@@ -49,6 +49,10 @@ pub enum Error {
         message: String,
         fault: StorageFault,
     },
+    /// The cluster could not be asked (the bastion or Patroni did not
+    /// answer), or it has no leader to act on now: retry shortly.
+    #[error("{0}")]
+    ClusterUnavailable(String),
     /// No such workspace, job or thing.
     #[error("{0}")]
     NotFound(String),

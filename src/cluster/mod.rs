@@ -8,6 +8,7 @@
 mod configure;
 pub mod deploy;
 mod error;
+pub mod ha;
 mod playbook;
 mod status;
 mod terraform;
@@ -16,6 +17,7 @@ mod workspaces;
 
 pub use configure::{ConfigureInput, ConfigureRequest, Configured, Inventory, configure};
 pub use error::{Error, details};
+pub use ha::{Primary, cluster_events, monitor_leaders, primary};
 pub use playbook::{RunOptions as PlaybookOptions, run_playbook};
 pub use status::{ClusterStatus, HostStatus, SlotStatus, cluster_status};
 pub use terraform::{Generated, generate, plan_changes, start_command};
@@ -48,6 +50,8 @@ pub struct App {
     pub stacks: Arc<StackCache>,
     /// Modification time of the vault file whose values the runner masks.
     vault_learned: Arc<Mutex<Option<SystemTime>>>,
+    /// The last Patroni view of each workspace.
+    probes: Arc<ha::probe::Probes>,
 }
 
 /// Who starts an operation: the token's name and the request's id, recorded
@@ -111,6 +115,7 @@ impl App {
             renderer: Arc::new(renderer),
             stacks: Arc::new(stacks),
             vault_learned: Arc::default(),
+            probes: Arc::default(),
         })
     }
 

@@ -6,6 +6,7 @@ mod ansible;
 mod cluster;
 mod deploy;
 mod docs;
+mod ha;
 mod health;
 mod jobs;
 mod terraform;
@@ -39,6 +40,7 @@ pub fn api() -> OpenApiRouter<App> {
             .merge(ansible::router())
             .merge(deploy::router())
             .merge(cluster::router())
+            .merge(ha::router())
     };
     OpenApiRouter::with_openapi(crate::openapi::base())
         .merge(run_routes())
@@ -275,6 +277,12 @@ mod tests {
             (Method::GET, "/jobs/{id}/log", Scope::Read),
             (Method::GET, "/jobs/{id}/events", Scope::Read),
             (Method::GET, "/cluster", Scope::Read),
+            (Method::GET, "/cluster/primary", Scope::Read),
+            (Method::GET, "/cluster/events", Scope::Read),
+            (Method::POST, "/cluster/switchover", Scope::Apply),
+            (Method::POST, "/cluster/restart", Scope::Apply),
+            (Method::POST, "/cluster/reinit", Scope::Apply),
+            (Method::POST, "/cluster/failover", Scope::Admin),
             (Method::POST, "/terraform/output", Scope::Read),
             (Method::POST, "/terraform/generate", Scope::Plan),
             (Method::POST, "/terraform/init", Scope::Plan),
@@ -353,6 +361,8 @@ mod tests {
             ("/workspaces/{name}/terraform/plan", Scope::Plan),
             ("/workspaces/{name}/terraform/destroy", Scope::Admin),
             ("/workspaces/{name}/deploy", Scope::Apply),
+            ("/workspaces/{name}/cluster/switchover", Scope::Apply),
+            ("/workspaces/{name}/cluster/failover", Scope::Admin),
         ] {
             assert_eq!(
                 table.access(&Method::POST, Some(route)),

@@ -397,7 +397,7 @@ mod tests {
 
     use super::*;
     use crate::store::{
-        Completion, Job, JobFilter, JobKind, JobPage, MemoryStore, StoreError, Stream,
+        ClusterEvent, Completion, Job, JobFilter, JobKind, JobPage, MemoryStore, StoreError, Stream,
     };
 
     /// A memory store whose log appends take a while, so lines wait in the
@@ -450,6 +450,16 @@ mod tests {
         }
         async fn interrupt_unfinished(&self, at: OffsetDateTime) -> Result<Vec<Job>, StoreError> {
             self.0.interrupt_unfinished(at).await
+        }
+        async fn add_event(&self, event: ClusterEvent) -> Result<u64, StoreError> {
+            self.0.add_event(event).await
+        }
+        async fn events(
+            &self,
+            workspace: &str,
+            limit: usize,
+        ) -> Result<Vec<ClusterEvent>, StoreError> {
+            self.0.events(workspace, limit).await
         }
     }
 

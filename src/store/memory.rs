@@ -8,8 +8,8 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use super::{
-    Completion, INTERRUPTED, Job, JobFilter, JobId, JobPage, JobStatus, JobStore, LogLine,
-    StoreError,
+    ClusterEvent, Completion, INTERRUPTED, Job, JobFilter, JobId, JobPage, JobStatus, JobStore,
+    LogLine, StoreError,
 };
 
 #[derive(Default)]
@@ -23,6 +23,8 @@ struct Inner {
     order: Vec<JobId>,
     jobs: HashMap<JobId, Job>,
     logs: HashMap<JobId, Vec<LogLine>>,
+    /// Oldest first; an event's id is its index + 1.
+    events: Vec<ClusterEvent>,
 }
 
 impl Inner {
@@ -150,5 +152,24 @@ impl JobStore for MemoryStore {
             interrupted.push(job.clone());
         }
         Ok(interrupted)
+    }
+
+    async fn add_event(&self, mut event: ClusterEvent) -> Result<u64, StoreError> {
+        let mut inner = self.inner.lock().unwrap();
+        event.id = inner.events.len() as u64 + 1;
+        inner.events.push(event);
+        Ok(inner.events.len() as u64)
+    }
+
+    async fn events(&self, workspace: &str, limit: usize) -> Result<Vec<ClusterEvent>, StoreError> {
+        let inner = self.inner.lock().unwrap();
+        Ok(inner
+            .events
+            .iter()
+            .rev()
+            .filter(|e| e.workspace == workspace)
+            .take(limit)
+            .cloned()
+            .collect())
     }
 }

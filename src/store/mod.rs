@@ -2,7 +2,8 @@
 //!
 //! `SqliteStore` (the default) keeps them in a file under `DATA_DIR`;
 //! `MemoryStore` only for the life of the process. A PostgreSQL store would
-//! implement the same trait.
+//! implement the same trait. The cluster's events (leader changes) are kept
+//! by the same store, next to the jobs that may have caused them.
 
 mod log_chunks;
 mod memory;
@@ -68,10 +69,20 @@ pub enum JobKind {
     /// A read-only look at the cluster's replication (`/cluster`).
     #[serde(rename = "ansible.status")]
     AnsibleStatus,
+    /// Patroni operations (`operate.yml`): a switchover, a failover, a
+    /// rolling restart, a member rebuilt from the leader.
+    #[serde(rename = "cluster.switchover")]
+    ClusterSwitchover,
+    #[serde(rename = "cluster.failover")]
+    ClusterFailover,
+    #[serde(rename = "cluster.restart")]
+    ClusterRestart,
+    #[serde(rename = "cluster.reinit")]
+    ClusterReinit,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 9] = [
+    pub const ALL: [JobKind; 13] = [
         JobKind::TerraformInit,
         JobKind::TerraformPlan,
         JobKind::TerraformApply,
@@ -81,6 +92,10 @@ impl JobKind {
         JobKind::AnsibleVault,
         JobKind::Deploy,
         JobKind::AnsibleStatus,
+        JobKind::ClusterSwitchover,
+        JobKind::ClusterFailover,
+        JobKind::ClusterRestart,
+        JobKind::ClusterReinit,
     ];
 
     pub fn parse(text: &str) -> Option<JobKind> {
@@ -104,7 +119,22 @@ impl JobKind {
             JobKind::AnsibleVault => "ansible.vault",
             JobKind::Deploy => "deploy",
             JobKind::AnsibleStatus => "ansible.status",
+            JobKind::ClusterSwitchover => "cluster.switchover",
+            JobKind::ClusterFailover => "cluster.failover",
+            JobKind::ClusterRestart => "cluster.restart",
+            JobKind::ClusterReinit => "cluster.reinit",
         }
+    }
+
+    /// A Patroni operation of ours (`operate.yml`).
+    pub fn is_cluster_operation(self) -> bool {
+        matches!(
+            self,
+            JobKind::ClusterSwitchover
+                | JobKind::ClusterFailover
+                | JobKind::ClusterRestart
+                | JobKind::ClusterReinit
+        )
     }
 }
 
@@ -287,7 +317,29 @@ pub struct JobPage {
     pub next_cursor: Option<u64>,
 }
 
-/// Persistence of jobs and their logs.
+/// Something the server saw happen to a workspace's cluster.
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ClusterEvent {
+    /// Increasing with every event recorded.
+    pub id: u64,
+    pub workspace: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub at: OffsetDateTime,
+    /// `leader_changed`.
+    pub kind: String,
+    /// The member that led before.
+    pub from: Option<String>,
+    /// The member that leads now.
+    pub to: Option<String>,
+    /// The new leader's timeline.
+    pub timeline: Option<u64>,
+    /// `switchover` or `failover` when an operation of this server caused
+    /// it, `automatic` when Patroni did it by itself.
+    pub cause: String,
+}
+
+/// Persistence of jobs and their logs, and of the cluster's events.
 #[async_trait]
 pub trait JobStore: Send + Sync + 'static {
     async fn insert(&self, job: Job) -> Result<(), StoreError>;
@@ -321,6 +373,10 @@ pub trait JobStore: Send + Sync + 'static {
     /// At start-up: every job still queued or running belonged to a server
     /// that died. Marks them `interrupted` and returns them.
     async fn interrupt_unfinished(&self, at: OffsetDateTime) -> Result<Vec<Job>, StoreError>;
+    /// Records an event; its `id` is ignored and the recorded one returned.
+    async fn add_event(&self, event: ClusterEvent) -> Result<u64, StoreError>;
+    /// A workspace's events, newest first, at most `limit`.
+    async fn events(&self, workspace: &str, limit: usize) -> Result<Vec<ClusterEvent>, StoreError>;
 }
 
 #[derive(Debug, thiserror::Error)]

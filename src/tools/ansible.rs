@@ -109,6 +109,35 @@ pub fn status_job(
     spec
 }
 
+/// Builds a Patroni operation job: `operate.yml` with the vault (the REST
+/// API's password) and the operation's inputs as JSON extra vars
+/// (`pgcluster_operation`, `pgcluster_candidate`, ... and
+/// `pgcluster_result_file`, where it writes its result).
+pub fn operation_job(
+    config: &Config,
+    workspace: &Workspace,
+    vault_password: Secret,
+    kind: JobKind,
+    operation_vars: &Value,
+    request: Value,
+) -> JobSpec {
+    let mut spec = playbook_job(
+        config,
+        workspace,
+        vault_password,
+        PostgresqlVersion::DEFAULT,
+        request,
+    );
+    spec.kind = kind;
+    spec.args[0] = absolute(&config.ansible_dir.join("operate.yml")).into();
+    // The last extra vars (the PostgreSQL version, unused here) become the
+    // operation's.
+    if let Some(last) = spec.args.last_mut() {
+        *last = operation_vars.to_string().into();
+    }
+    spec
+}
+
 fn absolute(path: &std::path::Path) -> std::path::PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
@@ -210,6 +239,38 @@ fn unquote(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_operation_runs_operate_yml_with_the_vault_and_its_inputs_as_json() {
+        let mut vars = std::collections::HashMap::new();
+        let here = env!("CARGO_MANIFEST_DIR");
+        for key in ["TERRAFORM_DIR", "ANSIBLE_DIR", "TEMPLATE_DIR"] {
+            vars.insert(key.to_string(), format!("{here}/templates"));
+        }
+        let config = Config::from_vars(vars).unwrap();
+        let workspace = Workspace::new(std::path::Path::new("/data"), "default");
+        let inputs =
+            json!({"pgcluster_operation": "switchover", "pgcluster_candidate": "replica1"});
+        let spec = operation_job(
+            &config,
+            &workspace,
+            Secret::new("pw"),
+            JobKind::ClusterSwitchover,
+            &inputs,
+            json!({}),
+        );
+        let args: Vec<String> = spec
+            .args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert!(args[0].ends_with("/operate.yml"), "{args:?}");
+        assert!(args.contains(&"--vault-password-file".to_string()));
+        assert!(args.iter().any(|a| a.ends_with("/postgresql.yml")));
+        assert_eq!(args.last().unwrap(), &inputs.to_string());
+        assert_eq!(spec.kind, JobKind::ClusterSwitchover);
+        assert!(spec.secret_input.is_some());
+    }
 
     #[test]
     fn yaml_scalars_are_unquoted() {

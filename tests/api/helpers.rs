@@ -105,6 +105,12 @@ pub fn test_vars(root: &Path, tools: Tools) -> HashMap<String, String> {
                 .to_string(),
         ),
         (
+            "SSH_BINARY",
+            wrapper(root, &fake_dir, "ssh").display().to_string(),
+        ),
+        // The cluster monitor only where a test turns it on.
+        ("CLUSTER_MONITOR_SECONDS", "0".into()),
+        (
             "TERRAFORM_DIR",
             repo().join("tests/fixtures/stack").display().to_string(),
         ),

@@ -143,6 +143,12 @@ async fn every_route_the_router_serves_is_in_the_document_and_nothing_else() {
         ("DELETE", "/workspaces/{name}"),
         ("GET", "/openapi.json"),
         ("GET", "/docs"),
+        ("GET", "/cluster/primary"),
+        ("GET", "/workspaces/{name}/cluster/events"),
+        ("POST", "/workspaces/{name}/cluster/switchover"),
+        ("POST", "/cluster/failover"),
+        ("POST", "/cluster/restart"),
+        ("POST", "/workspaces/{name}/cluster/reinit"),
     ] {
         assert!(
             served.contains(&(method.to_string(), path.to_string())),
@@ -173,6 +179,34 @@ async fn every_route_the_router_serves_declares_its_scope() {
         "served without a declared scope (wrap its routes!() in Access::...declare() where \
          it is routed): {undeclared:?}"
     );
+}
+
+#[tokio::test]
+async fn the_cluster_operations_declare_their_scopes() {
+    let root = tempfile::tempdir().unwrap();
+    let doc = get_document(&real_router(root.path())).await;
+    for prefix in ["", "/workspaces/{name}"] {
+        for (method, path, scope) in [
+            ("get", "/cluster/primary", "read"),
+            ("get", "/cluster/events", "read"),
+            ("post", "/cluster/switchover", "apply"),
+            ("post", "/cluster/restart", "apply"),
+            ("post", "/cluster/reinit", "apply"),
+            ("post", "/cluster/failover", "admin"),
+        ] {
+            let operation = &doc["paths"][format!("{prefix}{path}")][method];
+            assert_eq!(
+                operation["x-required-scope"], scope,
+                "{method} {prefix}{path}"
+            );
+            assert_eq!(
+                operation["security"],
+                serde_json::json!([{ "bearer": [scope] }])
+            );
+        }
+    }
+    let primary = &doc["paths"]["/cluster/primary"]["get"]["responses"];
+    assert!(primary["503"].is_object(), "{primary}");
 }
 
 #[tokio::test]

@@ -124,6 +124,24 @@ fn the_shipped_playbook_passes_a_real_syntax_check() {
 }
 
 #[test]
+fn the_operations_playbook_passes_a_real_syntax_check() {
+    let home = tempfile::tempdir().unwrap();
+    let output = Command::new(ansible_playbook())
+        .args(["--syntax-check", "-i", "localhost,"])
+        .arg(repo().join("ansible/operate.yml"))
+        .env("ANSIBLE_HOME", home.path())
+        .env("ANSIBLE_LOCAL_TEMP", home.path().join("tmp"))
+        .output()
+        .expect("ansible-playbook runs (the test command installs it)");
+    assert!(
+        output.status.success(),
+        "syntax check failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
 fn every_shipped_stack_is_terraform_fmt_clean() {
     let output = Command::new(real_terraform())
         .args(["fmt", "-check", "-recursive", "-diff"])

@@ -8,9 +8,10 @@
 //!
 //! `connection` holds the connections and where calls run, `schema` the
 //! migrations, `rows` a job's columns, `writes` and `reads` the jobs table's
-//! statements, `logs` the log lines'.
+//! statements, `logs` the log lines', `events` the cluster's events'.
 
 mod connection;
+mod events;
 mod logs;
 mod reads;
 mod rows;
@@ -26,7 +27,9 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use self::connection::Slot;
-use super::{Completion, Job, JobFilter, JobId, JobPage, JobStore, LogLine, StoreError};
+use super::{
+    ClusterEvent, Completion, Job, JobFilter, JobId, JobPage, JobStore, LogLine, StoreError,
+};
 
 pub struct SqliteStore {
     conn: Slot,
@@ -124,6 +127,16 @@ impl JobStore for SqliteStore {
 
     async fn interrupt_unfinished(&self, at: OffsetDateTime) -> Result<Vec<Job>, StoreError> {
         self.with(move |conn| writes::interrupt_unfinished(conn, at))
+            .await
+    }
+
+    async fn add_event(&self, event: ClusterEvent) -> Result<u64, StoreError> {
+        self.with(move |conn| events::add(conn, &event)).await
+    }
+
+    async fn events(&self, workspace: &str, limit: usize) -> Result<Vec<ClusterEvent>, StoreError> {
+        let workspace = workspace.to_string();
+        self.read(move |conn| events::list(conn, &workspace, limit))
             .await
     }
 }

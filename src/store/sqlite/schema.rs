@@ -8,7 +8,7 @@ use crate::store::{LogLine, StoreError, Stream, log_chunks};
 
 /// Each entry upgrades the schema by one version (and `after_migration`
 /// moves data where SQL alone cannot).
-pub(super) const MIGRATIONS: [&str; 3] = [
+pub(super) const MIGRATIONS: [&str; 4] = [
     r#"
 CREATE TABLE jobs (
     seq          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -51,6 +51,20 @@ CREATE TABLE job_log_chunks (
     lines   BLOB NOT NULL,
     PRIMARY KEY (job_id, last_n)
 );
+"#,
+    // The cluster's events (leader changes), listed per workspace.
+    r#"
+CREATE TABLE events (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    workspace TEXT NOT NULL,
+    at        INTEGER NOT NULL,
+    kind      TEXT NOT NULL,
+    "from"    TEXT,
+    "to"      TEXT,
+    timeline  INTEGER,
+    cause     TEXT NOT NULL
+);
+CREATE INDEX events_by_workspace ON events (workspace, id);
 "#,
 ];
 

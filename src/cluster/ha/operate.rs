@@ -1,0 +1,846 @@
+//! Switchover, failover, restart and reinit: each request is checked
+//! against the cluster's view first (nothing runs on a refusal), then runs
+//! as a job of `operate.yml`, which calls Patroni's REST API from a database
+//! host and writes its result as JSON for the job.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use utoipa::ToSchema;
+
+use super::probe::cluster_view;
+use crate::cluster::error::files_error;
+use crate::cluster::{Actor, App, Error};
+use crate::domain::PostgresqlVersion;
+use crate::runner::{JobHandle, RunOutput};
+use crate::store::JobKind;
+use crate::tools::ansible::operation_job;
+use crate::tools::patroni::{ClusterView, MemberView, is_member_name};
+use crate::workspace::Workspace;
+
+/// Patroni's `maximum_lag_on_failover` as `ha.yml` sets it: a replica
+/// further behind is no candidate.
+pub const MAXIMUM_LAG_BYTES: u64 = 1024 * 1024;
+
+/// The body of `POST /cluster/switchover`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"candidate": "replica1"}))]
+pub struct SwitchoverRequest {
+    /// The member to lead next; by default Patroni picks a healthy replica.
+    #[serde(default)]
+    pub candidate: Option<String>,
+    /// When to switch over (RFC 3339, in the future); by default now.
+    #[serde(default)]
+    #[schema(format = DateTime)]
+    pub scheduled_at: Option<String>,
+    /// Answer `202` at once with the job instead of waiting for its end.
+    #[serde(default, rename = "async")]
+    pub run_async: bool,
+}
+
+/// The body of `POST /cluster/failover`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"candidate": "replica1", "confirm": "default"}))]
+pub struct FailoverRequest {
+    /// The member to promote.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub candidate: Option<String>,
+    /// The workspace's name, to confirm a failover.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub confirm: Option<String>,
+    #[serde(default, rename = "async")]
+    pub run_async: bool,
+}
+
+/// The body of `POST /cluster/restart`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"pending_only": true}))]
+pub struct RestartRequest {
+    /// One member; by default every member, replicas first one at a time,
+    /// the leader last.
+    #[serde(default)]
+    pub member: Option<String>,
+    /// Restart only members whose settings wait for a restart.
+    #[serde(default = "yes")]
+    #[schema(default = true)]
+    pub pending_only: bool,
+    /// Hand the leader's role to a healthy replica before restarting it,
+    /// instead of restarting it in place.
+    #[serde(default)]
+    pub switchover_leader: bool,
+    #[serde(default, rename = "async")]
+    pub run_async: bool,
+}
+
+impl Default for RestartRequest {
+    fn default() -> Self {
+        RestartRequest {
+            member: None,
+            pending_only: true,
+            switchover_leader: false,
+            run_async: false,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The body of `POST /cluster/reinit`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"member": "replica2"}))]
+pub struct ReinitRequest {
+    /// The replica to rebuild from the leader.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub member: Option<String>,
+    #[serde(default, rename = "async")]
+    pub run_async: bool,
+}
+
+/// A checked request.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Operation {
+    Switchover {
+        candidate: Option<String>,
+        scheduled_at: Option<OffsetDateTime>,
+    },
+    Failover {
+        candidate: String,
+    },
+    Restart {
+        member: Option<String>,
+        pending_only: bool,
+        switchover_leader: bool,
+    },
+    Reinit {
+        member: String,
+    },
+}
+
+impl Operation {
+    pub fn switchover(
+        request: &SwitchoverRequest,
+        now: OffsetDateTime,
+    ) -> Result<Operation, Error> {
+        let candidate = name_of("candidate", request.candidate.as_deref())?;
+        let scheduled_at = match request.scheduled_at.as_deref() {
+            None => None,
+            Some(raw) => {
+                let at = OffsetDateTime::parse(raw, &Rfc3339).map_err(|_| {
+                    Error::field(
+                        "scheduled_at",
+                        "must be an RFC 3339 time with its offset, like 2026-12-07T05:00:00Z",
+                    )
+                })?;
+                if at <= now {
+                    return Err(Error::field("scheduled_at", "is in the past"));
+                }
+                Some(at)
+            }
+        };
+        Ok(Operation::Switchover {
+            candidate,
+            scheduled_at,
+        })
+    }
+
+    /// A failover must name its candidate and be confirmed with the
+    /// workspace's name: it promotes a replica without the leader's consent.
+    pub fn failover(request: &FailoverRequest, workspace: &str) -> Result<Operation, Error> {
+        if request.confirm.as_deref() != Some(workspace) {
+            return Err(Error::field(
+                "confirm",
+                format!("must be the workspace's name, '{workspace}', to confirm a failover"),
+            ));
+        }
+        let candidate = name_of("candidate", request.candidate.as_deref())?
+            .ok_or_else(|| Error::field("candidate", "is required"))?;
+        Ok(Operation::Failover { candidate })
+    }
+
+    pub fn restart(request: &RestartRequest) -> Result<Operation, Error> {
+        Ok(Operation::Restart {
+            member: name_of("member", request.member.as_deref())?,
+            pending_only: request.pending_only,
+            switchover_leader: request.switchover_leader,
+        })
+    }
+
+    pub fn reinit(request: &ReinitRequest) -> Result<Operation, Error> {
+        let member = name_of("member", request.member.as_deref())?
+            .ok_or_else(|| Error::field("member", "is required"))?;
+        Ok(Operation::Reinit { member })
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Operation::Switchover { .. } => "switchover",
+            Operation::Failover { .. } => "failover",
+            Operation::Restart { .. } => "restart",
+            Operation::Reinit { .. } => "reinit",
+        }
+    }
+
+    fn kind(&self) -> JobKind {
+        match self {
+            Operation::Switchover { .. } => JobKind::ClusterSwitchover,
+            Operation::Failover { .. } => JobKind::ClusterFailover,
+            Operation::Restart { .. } => JobKind::ClusterRestart,
+            Operation::Reinit { .. } => JobKind::ClusterReinit,
+        }
+    }
+}
+
+fn name_of(field: &str, raw: Option<&str>) -> Result<Option<String>, Error> {
+    match raw {
+        None => Ok(None),
+        Some(name) if is_member_name(name) => Ok(Some(name.to_string())),
+        Some(_) => Err(Error::field(
+            field,
+            "is not a member name (letters, digits, '_', '-', '.')",
+        )),
+    }
+}
+
+/// The result of a switchover or a failover.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, ToSchema)]
+pub struct LeaderChange {
+    pub old_leader: Option<String>,
+    /// Null while a scheduled switchover waits for its time.
+    pub new_leader: Option<String>,
+    /// The leader's timeline after the change.
+    pub timeline: Option<u64>,
+    /// Seconds during which no member answered Patroni's `/primary` with
+    /// 200 (polled every 0.2 s from a database host): the last answer of the
+    /// old leader to the first of the new one. For a failover, from the
+    /// request (there was no writable leader before it).
+    pub write_unavailable_seconds: Option<f64>,
+    /// A scheduled switchover: when Patroni will do it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub scheduled_at: Option<String>,
+}
+
+/// The result of a restart.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, ToSchema)]
+pub struct Restarted {
+    /// The members restarted, in order (replicas first, the leader last).
+    pub restarted: Vec<String>,
+    /// The leader once done.
+    pub leader: Option<String>,
+}
+
+/// The result of a reinit.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, ToSchema)]
+pub struct Reinitialized {
+    pub member: String,
+}
+
+/// The operation's result, as its job recorded it.
+pub fn result_of<T: DeserializeOwned + Default>(output: &RunOutput) -> T {
+    output
+        .result
+        .clone()
+        .and_then(|r| serde_json::from_value(r).ok())
+        .unwrap_or_default()
+}
+
+/// Checks the operation against the cluster, then starts its job.
+pub async fn operate(
+    app: &App,
+    workspace: &Workspace,
+    operation: Operation,
+    run_async: bool,
+    actor: &Actor,
+) -> Result<JobHandle, Error> {
+    let view = cluster_view(app, workspace).await?;
+    let mut vars = plan(&operation, &view, workspace.name())?;
+    // The playbook's own preconditions (vault password and file), and the
+    // vault's values (the REST API's password) learned for masking.
+    let playbook = crate::cluster::playbook::playbook_spec(
+        app,
+        workspace,
+        PostgresqlVersion::DEFAULT,
+        Value::Null,
+    )
+    .await?;
+    let (_, password) = playbook
+        .secret_input
+        .ok_or_else(|| Error::internal("the playbook job has no vault password"))?;
+    let tmp = workspace.ansible_dir().join("tmp");
+    crate::workspace::make_dir(&tmp).map_err(files_error(workspace))?;
+    let result_file = tmp.join(format!("operation-{}.json", uuid::Uuid::new_v4()));
+    vars.insert("pgcluster_result_file".into(), json!(result_file));
+    let mut record = request_record(&operation);
+    record.insert("async".into(), json!(run_async));
+    let mut spec = operation_job(
+        &app.config,
+        workspace,
+        password,
+        operation.kind(),
+        &Value::Object(vars),
+        Value::Object(record),
+    );
+    actor.stamp(&mut spec);
+    let kind = operation.kind();
+    let read_from = result_file.clone();
+    spec.on_success = Some(Box::new(move |_| read_result(kind, &read_from).map(Some)));
+    spec.on_finish = Some(Box::new(move |_| {
+        let _ = std::fs::remove_file(&result_file);
+    }));
+    app.submit(spec).await
+}
+
+/// What the job records of the request.
+fn request_record(operation: &Operation) -> Map<String, Value> {
+    let mut record = Map::new();
+    record.insert("operation".into(), json!(operation.name()));
+    match operation {
+        Operation::Switchover {
+            candidate,
+            scheduled_at,
+        } => {
+            record.insert("candidate".into(), json!(candidate));
+            record.insert(
+                "scheduled_at".into(),
+                json!(scheduled_at.and_then(|t| t.format(&Rfc3339).ok())),
+            );
+        }
+        Operation::Failover { candidate } => {
+            record.insert("candidate".into(), json!(candidate));
+        }
+        Operation::Restart {
+            member,
+            pending_only,
+            switchover_leader,
+        } => {
+            record.insert("member".into(), json!(member));
+            record.insert("pending_only".into(), json!(pending_only));
+            record.insert("switchover_leader".into(), json!(switchover_leader));
+        }
+        Operation::Reinit { member } => {
+            record.insert("member".into(), json!(member));
+        }
+    }
+    record
+}
+
+/// The result file `operate.yml` wrote, in the shape of its operation.
+fn read_result(kind: JobKind, path: &std::path::Path) -> Result<Value, String> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| format!("operate.yml wrote no result ({}): {e}", path.display()))?;
+    let unreadable = |e: serde_json::Error| format!("operate.yml wrote an unreadable result: {e}");
+    let value = match kind {
+        JobKind::ClusterSwitchover | JobKind::ClusterFailover => serde_json::to_value(
+            serde_json::from_slice::<LeaderChange>(&bytes).map_err(unreadable)?,
+        ),
+        JobKind::ClusterRestart => {
+            serde_json::to_value(serde_json::from_slice::<Restarted>(&bytes).map_err(unreadable)?)
+        }
+        _ => serde_json::to_value(
+            serde_json::from_slice::<Reinitialized>(&bytes).map_err(unreadable)?,
+        ),
+    };
+    value.map_err(|e| e.to_string())
+}
+
+/// What `operate.yml` is told besides the operation and the members.
+struct Inputs {
+    /// The member the calls are made from (an inventory host).
+    via: String,
+    leader: Option<String>,
+    candidate: Option<String>,
+    member: Option<String>,
+    scheduled_at: Option<String>,
+    pending_only: bool,
+    switchover_leader: bool,
+    restart_order: Vec<String>,
+}
+
+impl Inputs {
+    fn via(via: String, leader: Option<String>) -> Inputs {
+        Inputs {
+            via,
+            leader,
+            candidate: None,
+            member: None,
+            scheduled_at: None,
+            pending_only: true,
+            switchover_leader: false,
+            restart_order: Vec::new(),
+        }
+    }
+}
+
+/// Refuses what cannot work on the cluster as it is, and gives the
+/// playbook's inputs (all but the result file).
+pub fn plan(
+    operation: &Operation,
+    view: &ClusterView,
+    workspace: &str,
+) -> Result<Map<String, Value>, Error> {
+    let inputs = match operation {
+        Operation::Switchover {
+            candidate,
+            scheduled_at,
+        } => switchover(view, candidate.as_deref(), *scheduled_at)?,
+        Operation::Failover { candidate } => failover(view, candidate)?,
+        Operation::Restart {
+            member,
+            pending_only,
+            switchover_leader,
+        } => restart(view, member.as_deref(), *pending_only, *switchover_leader)?,
+        Operation::Reinit { member } => reinit(view, member)?,
+    };
+    let members: Map<String, Value> = view
+        .members
+        .iter()
+        .map(|m| (m.name.clone(), json!(m.address)))
+        .collect();
+    let mut vars = Map::new();
+    for (key, value) in [
+        ("pgcluster_operation", json!(operation.name())),
+        ("pgcluster_workspace", json!(workspace)),
+        ("pgcluster_leader", json!(inputs.leader.unwrap_or_default())),
+        (
+            "pgcluster_candidate",
+            json!(inputs.candidate.unwrap_or_default()),
+        ),
+        ("pgcluster_member", json!(inputs.member.unwrap_or_default())),
+        (
+            "pgcluster_scheduled_at",
+            json!(inputs.scheduled_at.unwrap_or_default()),
+        ),
+        ("pgcluster_pending_only", json!(inputs.pending_only)),
+        (
+            "pgcluster_switchover_leader",
+            json!(inputs.switchover_leader),
+        ),
+        ("pgcluster_restart_order", json!(inputs.restart_order)),
+        ("pgcluster_via", json!(inputs.via)),
+        ("pgcluster_members", Value::Object(members)),
+    ] {
+        vars.insert(key.into(), value);
+    }
+    Ok(vars)
+}
+
+/// A leader, every member running, and a candidate (named, or one Patroni
+/// may pick) within `maximum_lag_on_failover`. Called from the candidate.
+fn switchover(
+    view: &ClusterView,
+    wanted: Option<&str>,
+    scheduled_at: Option<OffsetDateTime>,
+) -> Result<Inputs, Error> {
+    let current = needs_leader(view, "a switchover", "use failover")?;
+    if let Some(m) = view
+        .members
+        .iter()
+        .find(|m| m.state.as_deref() != Some("running"))
+    {
+        return Err(Error::Conflict(format!(
+            "{} is not running ({}): a switchover needs every member running",
+            m.name,
+            state_of(m)
+        )));
+    }
+    match wanted {
+        Some(wanted) => {
+            let m = member_named(view, "candidate", wanted)?;
+            if m.name == current {
+                return Err(Error::field(
+                    "candidate",
+                    format!("{wanted} is already the leader"),
+                ));
+            }
+            fit_to_lead(m)?;
+        }
+        None if best_replica(view, &current).is_none() => {
+            return Err(Error::Conflict(format!(
+                "no replica can take over: each lags more than {MAXIMUM_LAG_BYTES} bytes \
+                 (maximum_lag_on_failover) or its lag is unknown"
+            )));
+        }
+        None => {}
+    }
+    let mut inputs = Inputs::via(wanted.unwrap_or(&current).to_string(), Some(current));
+    inputs.candidate = wanted.map(String::from);
+    inputs.scheduled_at = scheduled_at.and_then(|t| t.format(&Rfc3339).ok());
+    Ok(inputs)
+}
+
+/// No healthy leader, and a running candidate. Called from the candidate;
+/// the old leader is the one Patroni still lists, if any.
+fn failover(view: &ClusterView, wanted: &str) -> Result<Inputs, Error> {
+    if let Some(current) = &view.leader {
+        return Err(Error::Conflict(format!(
+            "{current} is a healthy leader: use switchover"
+        )));
+    }
+    let m = member_named(view, "candidate", wanted)?;
+    if m.state.as_deref() != Some("running") || !m.reachable {
+        return Err(Error::Conflict(format!(
+            "candidate {wanted} is not running ({}): it cannot be promoted",
+            state_of(m)
+        )));
+    }
+    let listed_leader = view
+        .members
+        .iter()
+        .find(|m| m.role.as_deref() == Some("leader"))
+        .map(|m| m.name.clone());
+    let mut inputs = Inputs::via(wanted.to_string(), listed_leader);
+    inputs.candidate = Some(wanted.to_string());
+    Ok(inputs)
+}
+
+/// One member, or every member with the leader last; each must answer.
+/// With `switchover_leader` the replica closest to the leader takes over
+/// first. Called from the leader.
+fn restart(
+    view: &ClusterView,
+    wanted: Option<&str>,
+    pending_only: bool,
+    switchover_leader: bool,
+) -> Result<Inputs, Error> {
+    let current = needs_leader(view, "a restart", "see the cluster's members first")?;
+    let order: Vec<String> = match wanted {
+        Some(wanted) => vec![member_named(view, "member", wanted)?.name.clone()],
+        None => view
+            .members
+            .iter()
+            .filter(|m| m.name != current)
+            .chain(view.member(&current))
+            .map(|m| m.name.clone())
+            .collect(),
+    };
+    if let Some(m) = view
+        .members
+        .iter()
+        .find(|m| order.contains(&m.name) && !m.reachable)
+    {
+        return Err(Error::Conflict(format!(
+            "{}'s Patroni REST API does not answer: it cannot be restarted",
+            m.name
+        )));
+    }
+    let mut inputs = Inputs::via(current.clone(), Some(current.clone()));
+    if switchover_leader && order.contains(&current) {
+        let Some(best) = best_replica(view, &current) else {
+            return Err(Error::Conflict(format!(
+                "no replica can take over from the leader {current} (none running within \
+                 {MAXIMUM_LAG_BYTES} bytes): restart it in place instead"
+            )));
+        };
+        inputs.candidate = Some(best.name.clone());
+    }
+    inputs.restart_order = order;
+    inputs.pending_only = pending_only;
+    inputs.switchover_leader = switchover_leader;
+    Ok(inputs)
+}
+
+/// A replica, rebuilt from the leader. Called from the leader.
+fn reinit(view: &ClusterView, wanted: &str) -> Result<Inputs, Error> {
+    let current = needs_leader(view, "a reinit", "a replica is rebuilt from the leader")?;
+    if member_named(view, "member", wanted)?.name == current {
+        return Err(Error::Conflict(format!(
+            "{wanted} is the leader: a leader cannot be reinitialized; switch over first"
+        )));
+    }
+    let mut inputs = Inputs::via(current.clone(), Some(current));
+    inputs.member = Some(wanted.to_string());
+    Ok(inputs)
+}
+
+/// The replica fit to lead that is closest to the leader.
+fn best_replica<'v>(view: &'v ClusterView, leader: &str) -> Option<&'v MemberView> {
+    view.members
+        .iter()
+        .filter(|m| m.name != leader && fit_to_lead(m).is_ok())
+        .min_by_key(|m| m.lag_bytes)
+}
+
+/// The current leader, or a conflict saying why there is none.
+fn needs_leader(view: &ClusterView, what: &str, instead: &str) -> Result<String, Error> {
+    view.leader.clone().ok_or_else(|| {
+        Error::Conflict(format!(
+            "the cluster has no leader ({}): {what} needs one; {instead}",
+            view.no_leader_reason()
+        ))
+    })
+}
+
+fn member_named<'v>(
+    view: &'v ClusterView,
+    field: &str,
+    name: &str,
+) -> Result<&'v MemberView, Error> {
+    view.member(name).ok_or_else(|| {
+        Error::field(
+            field,
+            format!(
+                "no member '{name}' in the cluster (members: {})",
+                view.names()
+            ),
+        )
+    })
+}
+
+/// A replica that may lead: running, and within `maximum_lag_on_failover`.
+fn fit_to_lead(m: &MemberView) -> Result<(), Error> {
+    if m.state.as_deref() != Some("running") {
+        return Err(Error::Conflict(format!(
+            "candidate {} is not running ({})",
+            m.name,
+            state_of(m)
+        )));
+    }
+    match m.lag_bytes {
+        None => Err(Error::Conflict(format!(
+            "candidate {}'s lag is unknown: it may not have the leader's latest changes",
+            m.name
+        ))),
+        Some(lag) if lag > MAXIMUM_LAG_BYTES => Err(Error::Conflict(format!(
+            "candidate {} lags {lag} bytes behind the leader, more than {MAXIMUM_LAG_BYTES} \
+             (maximum_lag_on_failover)",
+            m.name
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
+fn state_of(m: &MemberView) -> String {
+    match (&m.state, m.reachable) {
+        (Some(state), _) => format!("state: {state}"),
+        (None, true) => "not a member Patroni lists".into(),
+        (None, false) => "its Patroni REST API does not answer".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(name: &str, role: &str, lag: Option<u64>) -> MemberView {
+        MemberView {
+            name: name.into(),
+            address: format!("10.0.0.{}", name.len()),
+            port: Some(5432),
+            role: Some(role.into()),
+            state: Some("running".into()),
+            timeline: Some(1),
+            lag_bytes: lag,
+            pending_restart: false,
+            reachable: true,
+        }
+    }
+
+    fn view() -> ClusterView {
+        ClusterView {
+            leader: Some("primary1".into()),
+            timeline: Some(1),
+            members: vec![
+                member("primary1", "leader", None),
+                member("replica1", "replica", Some(0)),
+                member("replica2", "replica", Some(4096)),
+            ],
+            problems: vec![],
+        }
+    }
+
+    fn now() -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+
+    fn switchover(candidate: Option<&str>) -> Operation {
+        Operation::Switchover {
+            candidate: candidate.map(String::from),
+            scheduled_at: None,
+        }
+    }
+
+    fn field_of(err: Error) -> String {
+        match err {
+            Error::Invalid { fields, .. } => fields.keys().next().cloned().unwrap_or_default(),
+            other => panic!("expected a refused field, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_switchover_to_a_healthy_replica_goes_through_the_candidate() {
+        let vars = plan(&switchover(Some("replica1")), &view(), "default").unwrap();
+        assert_eq!(vars["pgcluster_leader"], "primary1");
+        assert_eq!(vars["pgcluster_candidate"], "replica1");
+        assert_eq!(vars["pgcluster_via"], "replica1");
+        assert_eq!(vars["pgcluster_members"]["replica2"], "10.0.0.8");
+    }
+
+    #[test]
+    fn a_switchover_to_an_unknown_member_names_the_candidate() {
+        let err = plan(&switchover(Some("replica9")), &view(), "default").unwrap_err();
+        assert_eq!(field_of(err), "candidate");
+    }
+
+    #[test]
+    fn a_switchover_to_the_leader_is_refused() {
+        let err = plan(&switchover(Some("primary1")), &view(), "default").unwrap_err();
+        assert_eq!(field_of(err), "candidate");
+    }
+
+    #[test]
+    fn a_candidate_lagging_more_than_a_mebibyte_is_a_conflict() {
+        let mut v = view();
+        v.members[2].lag_bytes = Some(MAXIMUM_LAG_BYTES + 1);
+        let err = plan(&switchover(Some("replica2")), &v, "default").unwrap_err();
+        assert!(
+            matches!(&err, Error::Conflict(m) if m.contains("maximum_lag_on_failover")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_switchover_without_a_leader_or_with_a_stopped_member_is_a_conflict() {
+        let mut v = view();
+        v.leader = None;
+        v.problems = vec!["no member answers as the primary".into()];
+        let err = plan(&switchover(None), &v, "default").unwrap_err();
+        assert!(
+            matches!(&err, Error::Conflict(m) if m.contains("no leader")),
+            "{err:?}"
+        );
+        let mut v = view();
+        v.members[1].state = Some("stopped".into());
+        let err = plan(&switchover(None), &v, "default").unwrap_err();
+        assert!(
+            matches!(&err, Error::Conflict(m) if m.starts_with("replica1 is not running")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_scheduled_time_must_be_rfc_3339_and_in_the_future() {
+        let at = |raw: &str| SwitchoverRequest {
+            scheduled_at: Some(raw.into()),
+            ..SwitchoverRequest::default()
+        };
+        assert_eq!(
+            field_of(Operation::switchover(&at("tomorrow"), now()).unwrap_err()),
+            "scheduled_at"
+        );
+        assert_eq!(
+            field_of(Operation::switchover(&at("2020-01-01T00:00:00Z"), now()).unwrap_err()),
+            "scheduled_at"
+        );
+        let later = (now() + time::Duration::hours(1)).format(&Rfc3339).unwrap();
+        assert!(Operation::switchover(&at(&later), now()).is_ok());
+    }
+
+    #[test]
+    fn a_failover_needs_the_workspace_name_as_confirmation() {
+        let request = |confirm: Option<&str>| FailoverRequest {
+            candidate: Some("replica1".into()),
+            confirm: confirm.map(String::from),
+            run_async: false,
+        };
+        for confirm in [None, Some("prod")] {
+            let err = Operation::failover(&request(confirm), "default").unwrap_err();
+            assert_eq!(field_of(err), "confirm");
+        }
+        assert!(Operation::failover(&request(Some("default")), "default").is_ok());
+    }
+
+    #[test]
+    fn a_failover_with_a_healthy_leader_says_to_use_switchover() {
+        let op = Operation::Failover {
+            candidate: "replica1".into(),
+        };
+        let err = plan(&op, &view(), "default").unwrap_err();
+        assert!(
+            matches!(&err, Error::Conflict(m) if m.contains("use switchover")),
+            "{err:?}"
+        );
+        let mut v = view();
+        v.leader = None;
+        let vars = plan(&op, &v, "default").unwrap();
+        assert_eq!(vars["pgcluster_leader"], "primary1");
+        assert_eq!(vars["pgcluster_via"], "replica1");
+    }
+
+    #[test]
+    fn a_rolling_restart_takes_the_replicas_first_and_the_leader_last() {
+        let mut v = view();
+        v.members.swap(0, 2);
+        let op = Operation::Restart {
+            member: None,
+            pending_only: true,
+            switchover_leader: true,
+        };
+        let vars = plan(&op, &v, "default").unwrap();
+        assert_eq!(
+            vars["pgcluster_restart_order"],
+            json!(["replica2", "replica1", "primary1"])
+        );
+        // The replica closest to the leader takes over.
+        assert_eq!(vars["pgcluster_candidate"], "replica1");
+        assert_eq!(vars["pgcluster_via"], "primary1");
+    }
+
+    #[test]
+    fn the_leader_cannot_be_reinitialized() {
+        let op = Operation::Reinit {
+            member: "primary1".into(),
+        };
+        let err = plan(&op, &view(), "default").unwrap_err();
+        assert!(
+            matches!(&err, Error::Conflict(m) if m.contains("is the leader")),
+            "{err:?}"
+        );
+        let op = Operation::Reinit {
+            member: "nobody".into(),
+        };
+        assert_eq!(
+            field_of(plan(&op, &view(), "default").unwrap_err()),
+            "member"
+        );
+    }
+
+    #[test]
+    fn a_member_name_with_a_shell_character_is_refused_before_anything_else() {
+        let request = ReinitRequest {
+            member: Some("replica1;reboot".into()),
+            run_async: false,
+        };
+        assert_eq!(field_of(Operation::reinit(&request).unwrap_err()), "member");
+    }
+
+    #[test]
+    fn a_result_file_is_read_in_the_shape_of_its_operation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
+        std::fs::write(
+            &path,
+            r#"{"old_leader": "primary1", "new_leader": "replica1", "timeline": 2,
+                "write_unavailable_seconds": 1.4, "extra": 1}"#,
+        )
+        .unwrap();
+        let value = read_result(JobKind::ClusterSwitchover, &path).unwrap();
+        assert_eq!(
+            value,
+            json!({"old_leader": "primary1", "new_leader": "replica1", "timeline": 2,
+                "write_unavailable_seconds": 1.4})
+        );
+        assert!(read_result(JobKind::ClusterReinit, &path).is_err());
+        assert!(read_result(JobKind::ClusterRestart, &dir.path().join("none")).is_err());
+    }
+}
