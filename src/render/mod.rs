@@ -93,9 +93,11 @@ mod tests {
         let text = renderer()
             .render(
                 "postgresql.yml.j2",
-                json!({"settings": {"max_connections": "77"}, "stack_vars": {}}),
+                json!({"settings": {"max_connections": "77"}, "stack_vars": {},
+                    "synchronous_mode": true}),
             )
             .unwrap();
+        assert!(text.contains("patroni_synchronous_mode: true"), "{text}");
         assert!(
             text.contains(r#""max_connections": !unsafe "77""#),
             "{text}"

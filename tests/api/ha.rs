@@ -507,15 +507,7 @@ async fn the_monitor_records_leader_changes_with_their_cause_and_counts_them() {
     assert_eq!(recorded[0]["cause"], "switchover", "{recorded:?}");
     assert_eq!(recorded[0]["to"], "primary1");
 
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.get_text("/metrics").await;
     for cause in ["automatic", "switchover"] {
         assert!(
             metrics

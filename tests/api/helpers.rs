@@ -207,6 +207,18 @@ impl TestApp {
         answer(response).await
     }
 
+    /// A plain-text answer's body (`/metrics`).
+    pub async fn get_text(&self, path: &str) -> String {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request sent")
+            .text()
+            .await
+            .expect("a text body")
+    }
+
     pub fn workspace(&self) -> PathBuf {
         self.data_dir.join("workspaces/default")
     }

@@ -132,6 +132,8 @@ async fn a_replicating_cluster_is_built_checked_rerun_and_destroyed_through_the_
                 ),
                 ("ANSIBLE_DIR", repo().join("ansible").display().to_string()),
                 ("ANSIBLE_PLAYBOOK_BINARY", playbook),
+                ("SSH_BINARY", "ssh".into()),
+                ("CLUSTER_MONITOR_SECONDS", "2".into()),
             ],
         })
         .await,

@@ -220,8 +220,29 @@ pub async fn failover_and_back(app: &TestApp, t: &mut Timer, replicas: usize) {
     assert_eq!(view["healthy"], true, "{view}");
     assert_eq!(view["leader"], leader.as_str(), "{view}");
     assert!(view["timeline"].as_u64().unwrap() > timeline, "{view}");
+    // The server saw the change it did not start.
     let events = app.get("/cluster/events").await;
     assert_eq!(events.status, 200, "{:?}", events.body);
+    assert!(
+        events.body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["from"] == "primary1"
+                && e["to"] == leader.as_str()
+                && e["cause"] == "automatic"),
+        "{:?}",
+        events.body
+    );
+    let metrics = app.get_text("/metrics").await;
+    assert!(
+        metrics
+            .contains("pgcluster_leader_changes_total{workspace=\"default\",cause=\"automatic\"}"),
+        "{metrics}"
+    );
+    let primary = app.get("/cluster/primary").await;
+    assert_eq!(primary.status, 200, "{:?}", primary.body);
+    assert_eq!(primary.body["name"], leader.as_str());
 
     // A re-run keeps the new leader and changes nothing.
     let version = installed_postgresql();
@@ -250,7 +271,7 @@ pub async fn failover_and_back(app: &TestApp, t: &mut Timer, replicas: usize) {
             app.post("/cluster/switchover", json!({"candidate": "primary1"})),
         )
         .await;
-    let result = &switched.body["result"];
+    let result = &switched.body;
     assert_eq!(result["old_leader"], leader.as_str(), "{:?}", switched.body);
     assert_eq!(result["new_leader"], "primary1", "{:?}", switched.body);
     let gap = result["write_unavailable_seconds"].as_f64().unwrap();
