@@ -1,8 +1,9 @@
 //! High availability on the lab cluster built by the end-to-end test: with
 //! synchronous mode on, the leader's host is cut off while a writer commits;
 //! a replica leads and takes writes, losing no acknowledged commit; the old
-//! host comes back as a read-only replica; a re-run keeps the new leader and
-//! changes nothing; a switchover through the API makes `primary1` lead again.
+//! host comes back as a read-only replica; the server records the automatic
+//! leader change; a re-run keeps the new leader and changes nothing; a
+//! switchover through the API hands over to the synchronous standby.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -264,19 +265,50 @@ pub async fn failover_and_back(app: &TestApp, t: &mut Timer, replicas: usize) {
     let view = app.get("/cluster").await.body;
     assert_eq!(view["leader"], leader.as_str(), "{view}");
 
-    // A switchover through the API: primary1 leads again.
+    // Switchovers through the API. In synchronous mode only the synchronous
+    // standby may take over: another candidate is refused, nothing runs.
+    let members = view["members"].as_array().unwrap().clone();
+    let role_of = |role: &str| -> Vec<String> {
+        members
+            .iter()
+            .filter(|m| m["role"] == role)
+            .map(|m| m["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let sync = role_of("sync_standby");
+    assert_eq!(sync.len(), 1, "{view}");
+    let other = role_of("replica");
+    let refused = app
+        .post("/cluster/switchover", json!({"candidate": other[0]}))
+        .await;
+    assert_eq!(refused.status, 409, "{:?}", refused.body);
+    assert!(
+        refused.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("synchronous standby"),
+        "{:?}",
+        refused.body
+    );
     let switched = t
         .step(
-            "switchover back",
-            app.post("/cluster/switchover", json!({"candidate": "primary1"})),
+            "switchover",
+            app.post("/cluster/switchover", json!({"candidate": sync[0]})),
         )
         .await;
     let result = &switched.body;
     assert_eq!(result["old_leader"], leader.as_str(), "{:?}", switched.body);
-    assert_eq!(result["new_leader"], "primary1", "{:?}", switched.body);
+    assert_eq!(
+        result["new_leader"],
+        sync[0].as_str(),
+        "{:?}",
+        switched.body
+    );
     let gap = result["write_unavailable_seconds"].as_f64().unwrap();
     t.0.push(("switchover write unavailability".into(), gap));
     eprintln!("e2e switchover: writes unavailable {gap:.1}s");
     let view = app.get("/cluster").await.body;
-    assert_eq!(view["leader"], "primary1", "{view}");
+    assert_eq!(view["leader"], sync[0].as_str(), "{view}");
+    let primary = app.get("/cluster/primary").await;
+    assert_eq!(primary.body["name"], sync[0].as_str(), "{:?}", primary.body);
 }

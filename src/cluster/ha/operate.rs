@@ -464,6 +464,13 @@ fn switchover(
                 ));
             }
             fit_to_lead(m)?;
+            if let Some(sync) = sync_standby(view).filter(|sync| sync.name != m.name) {
+                return Err(Error::Conflict(format!(
+                    "synchronous mode: only the synchronous standby {} may take over \
+                     (Patroni refuses {wanted}); ask for it, or leave candidate out",
+                    sync.name
+                )));
+            }
         }
         None if best_replica(view, &current).is_none() => {
             return Err(Error::Conflict(format!(
@@ -563,12 +570,23 @@ fn reinit(view: &ClusterView, wanted: &str) -> Result<Inputs, Error> {
     Ok(inputs)
 }
 
-/// The replica fit to lead that is closest to the leader.
+/// The replica fit to lead: in synchronous mode the synchronous standby
+/// (the only one Patroni promotes), else the one closest to the leader.
 fn best_replica<'v>(view: &'v ClusterView, leader: &str) -> Option<&'v MemberView> {
+    if let Some(sync) = sync_standby(view) {
+        return fit_to_lead(sync).is_ok().then_some(sync);
+    }
     view.members
         .iter()
         .filter(|m| m.name != leader && fit_to_lead(m).is_ok())
         .min_by_key(|m| m.lag_bytes)
+}
+
+/// The synchronous standby, when synchronous mode is on.
+fn sync_standby(view: &ClusterView) -> Option<&MemberView> {
+    view.members
+        .iter()
+        .find(|m| m.role.as_deref() == Some("sync_standby"))
 }
 
 /// The current leader, or a conflict saying why there is none.
@@ -684,6 +702,20 @@ mod tests {
         assert_eq!(vars["pgcluster_candidate"], "replica1");
         assert_eq!(vars["pgcluster_via"], "replica1");
         assert_eq!(vars["pgcluster_members"]["replica2"], "10.0.0.8");
+    }
+
+    #[test]
+    fn in_synchronous_mode_only_the_synchronous_standby_may_take_over() {
+        let mut view = view();
+        view.members[2].role = Some("sync_standby".into());
+        let refused = plan(&switchover(Some("replica1")), &view, "default").unwrap_err();
+        assert!(
+            matches!(&refused, Error::Conflict(m) if m.contains("synchronous standby replica2")),
+            "{refused:?}"
+        );
+        let vars = plan(&switchover(Some("replica2")), &view, "default").unwrap();
+        assert_eq!(vars["pgcluster_candidate"], "replica2");
+        assert_eq!(best_replica(&view, "primary1").unwrap().name, "replica2");
     }
 
     #[test]
