@@ -311,4 +311,50 @@ pub async fn failover_and_back(app: &TestApp, t: &mut Timer, replicas: usize) {
     assert_eq!(view["leader"], sync[0].as_str(), "{view}");
     let primary = app.get("/cluster/primary").await;
     assert_eq!(primary.body["name"], sync[0].as_str(), "{:?}", primary.body);
+
+    // A replica re-cloned, another restarted, through the API.
+    let replicas: Vec<String> = view["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "replica")
+        .map(|m| m["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(replicas.len() >= 2, "{view}");
+    let reinit = t
+        .step(
+            "reinit a replica",
+            app.post("/cluster/reinit", json!({"member": replicas[0]})),
+        )
+        .await;
+    assert_eq!(
+        reinit.body["member"],
+        replicas[0].as_str(),
+        "{:?}",
+        reinit.body
+    );
+    let restart = t
+        .step(
+            "restart a replica",
+            app.post(
+                "/cluster/restart",
+                json!({"member": replicas[1], "pending_only": false}),
+            ),
+        )
+        .await;
+    assert_eq!(
+        restart.body["restarted"],
+        json!([replicas[1]]),
+        "{:?}",
+        restart.body
+    );
+    let mut view = serde_json::Value::Null;
+    for _ in 0..30 {
+        view = app.get("/cluster").await.body;
+        if view["healthy"] == true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    assert_eq!(view["healthy"], true, "{view}");
 }
