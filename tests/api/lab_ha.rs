@@ -200,7 +200,17 @@ pub async fn failover_and_back(app: &TestApp, t: &mut Timer, replicas: usize) {
         ) == (true, "1".into())
     })
     .await;
-    let back = back.expect("the old leader rejoins as a replica");
+    let back = back.unwrap_or_else(|| {
+        let log = std::fs::read_to_string(format!(
+            "{LAB_ROOT}/{ENVIRONMENT}/hosts/{old}/log/patroni.log"
+        ))
+        .unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        panic!(
+            "the old leader rejoins as a replica; end of its Patroni log:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )
+    });
     t.0.push(("old leader rejoined".into(), back));
     eprintln!(
         "e2e failover: the old leader replayed the new leader's writes {back:.1}s after its link came back"
