@@ -308,12 +308,42 @@ pub async fn failover_and_back(app: &TestApp, t: &mut Timer, replicas: usize) {
         "{:?}",
         refused.body
     );
+    // A writer trying every member's socket every 50 ms measures the longest
+    // gap between successful writes, beside the job's own figure.
+    let stop = Arc::new(AtomicBool::new(false));
+    let gap_writer = {
+        let stop = stop.clone();
+        let addresses: Vec<String> = members
+            .iter()
+            .filter_map(|m| m["address"].as_str().map(String::from))
+            .collect();
+        std::thread::spawn(move || {
+            let (mut last, mut gap) = (Instant::now(), 0f64);
+            while !stop.load(Ordering::Relaxed) {
+                let tried = Instant::now();
+                if addresses
+                    .iter()
+                    .any(|a| local_psql(a, "insert into ha_probe values ('switchover')", 2).0)
+                {
+                    gap = gap.max(tried.duration_since(last).as_secs_f64());
+                    last = tried;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            gap
+        })
+    };
     let switched = t
         .step(
             "switchover",
             app.post("/cluster/switchover", json!({"candidate": sync[0]})),
         )
         .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let written_gap = gap_writer.join().unwrap();
+    t.0.push(("switchover: longest gap between writes".into(), written_gap));
+    eprintln!("e2e switchover: longest gap between successful writes {written_gap:.1}s");
     let result = &switched.body;
     assert_eq!(result["old_leader"], leader.as_str(), "{:?}", switched.body);
     assert_eq!(
