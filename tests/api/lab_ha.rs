@@ -220,13 +220,31 @@ pub async fn failover_and_back(app: &TestApp, t: &mut Timer, replicas: usize) {
         (true, "t".into())
     );
     assert!(!local_psql(&old, "insert into ha_probe values ('old')", 5).0);
+    // A member cloned again streams once the leader has written past the
+    // segment its copy ended in: the lab is idle, so write and switch WAL.
     let mut view = serde_json::Value::Null;
-    for _ in 0..20 {
+    for _ in 0..30 {
+        local_psql(
+            &leader_address,
+            "insert into ha_probe values ('tick'); select pg_switch_wal()",
+            5,
+        );
         view = app.get("/cluster").await.body;
         if view["healthy"] == true {
             break;
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    if view["healthy"] != true {
+        let log = std::fs::read_to_string(format!(
+            "{LAB_ROOT}/{ENVIRONMENT}/hosts/{old}/log/patroni.log"
+        ))
+        .unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        eprintln!(
+            "end of the old leader's Patroni log:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
     }
     assert_eq!(view["healthy"], true, "{view}");
     assert_eq!(view["leader"], leader.as_str(), "{view}");
