@@ -4,6 +4,7 @@
 
 mod monitor;
 mod operate;
+mod plan;
 pub(crate) mod probe;
 
 pub use monitor::monitor_leaders;
