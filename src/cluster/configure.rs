@@ -365,6 +365,23 @@ mod tests {
     }
 
     #[test]
+    fn synchronous_mode_is_a_boolean_not_a_setting() {
+        let refused = ConfigureInput::parse(&request(json!({
+            "bastion_key_path": "/k/b", "db_key_path": "/k/d", "synchronous_mode": "yes"
+        })));
+        let Err(Error::Invalid { fields, .. }) = refused else {
+            panic!("expected a refused field");
+        };
+        assert_eq!(fields["synchronous_mode"], "must be true or false");
+        let Err(Error::Invalid { fields, .. }) = ConfigureInput::parse(&request(json!({
+            "db_key_path": 1, "synchronous_mode": true
+        }))) else {
+            panic!("expected refused key paths");
+        };
+        assert!(!fields.contains_key("synchronous_mode"));
+    }
+
+    #[test]
     fn the_body_round_trips_through_a_deploy_record() {
         let body = json!({"bastion_key_path": "/k/b", "db_key_path": "/k/d", "work_mem": "4MB"});
         let typed = request(body.clone());
