@@ -27,6 +27,8 @@ if [ "$(id -u)" = 0 ]; then
   command -v patroni >/dev/null 2>&1 || missing+=(patroni)
   command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
   command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
+  # Backups and point-in-time recovery in the lab.
+  command -v pgbackrest >/dev/null 2>&1 || missing+=(pgbackrest)
   if [ "${#missing[@]}" -gt 0 ]; then
     echo "test: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

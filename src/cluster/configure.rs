@@ -39,6 +39,11 @@ pub struct ConfigureRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<bool>)]
     pub synchronous_mode: Option<Value>,
+    /// Full backups the repository keeps (1-100, default 2); their
+    /// differential and incremental backups and WAL go with them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 100)]
+    pub backup_retention_full: Option<Value>,
     /// PostgreSQL settings: a parameter name (`work_mem`,
     /// `pg_stat_statements.max`) and its value.
     #[serde(flatten)]
@@ -52,6 +57,7 @@ pub struct ConfigureInput {
     bastion_key: KeyPath,
     db_key: KeyPath,
     pub synchronous_mode: bool,
+    pub backup_retention_full: Option<u32>,
     pub settings: BTreeMap<String, String>,
 }
 
@@ -79,6 +85,19 @@ impl ConfigureInput {
                 false
             }
         };
+        let backup_retention_full = match &request.backup_retention_full {
+            None | Some(Value::Null) => None,
+            Some(value) => match value.as_u64().or_else(|| value.as_str()?.parse().ok()) {
+                Some(n @ 1..=100) => Some(n as u32),
+                _ => {
+                    problems.insert(
+                        "backup_retention_full".into(),
+                        json!("must be a whole number of full backups from 1 to 100"),
+                    );
+                    None
+                }
+            },
+        };
         let mut settings = BTreeMap::new();
         for (name, value) in &request.settings {
             if RUN_OPTIONS.contains(&name.as_str()) {
@@ -102,6 +121,7 @@ impl ConfigureInput {
                 bastion_key,
                 db_key,
                 synchronous_mode,
+                backup_retention_full,
                 settings,
             }),
             _ => Err(Error::fields(problems)),
@@ -192,6 +212,8 @@ pub(crate) async fn write_configuration(
         "settings": input.settings,
         "synchronous_mode": input.synchronous_mode,
         "stack_vars": hosts.stack_vars,
+        "backup_repository": hosts.backup_repository,
+        "backup_retention_full": input.backup_retention_full,
     });
     let mut files = Vec::new();
     for (template, file) in [
@@ -256,6 +278,9 @@ struct Hosts {
     replicas: Vec<HostAddress>,
     ssh_user: String,
     stack_vars: Map<String, Value>,
+    /// Where pgBackRest keeps backups (`type`, `path`, `bucket`, ...); empty:
+    /// the stack has none.
+    backup_repository: Map<String, Value>,
 }
 
 impl Hosts {
@@ -296,19 +321,15 @@ impl Hosts {
             Some(Value::String(user)) if is_user_name(user) => user.clone(),
             Some(other) => return Err(format!("output ssh_user {other} is not a user name")),
         };
-        let mut stack_vars = Map::new();
-        if let Some(Value::Object(vars)) = values.get("ansible_vars") {
-            for (name, value) in vars {
-                if !is_var_name(name) {
-                    return Err(format!(
-                        "output ansible_vars: {name:?} is not a variable name"
-                    ));
-                }
-                let value = PgSettingValue::parse(value)
-                    .map_err(|e| format!("output ansible_vars.{name}: {e}"))?;
-                stack_vars.insert(name.clone(), json!(value.as_str()));
-            }
-        }
+        let stack_vars = match values.get("ansible_vars") {
+            Some(Value::Object(vars)) => string_fields("ansible_vars", vars)?,
+            _ => Map::new(),
+        };
+        let backup_repository = match values.get("backup_repository") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(fields)) => string_fields("backup_repository", fields)?,
+            Some(_) => return Err("output backup_repository is not an object".into()),
+        };
         Ok(Hosts {
             bastion,
             bastion_private,
@@ -316,8 +337,24 @@ impl Hosts {
             replicas,
             ssh_user,
             stack_vars,
+            backup_repository,
         })
     }
+}
+
+/// An output's fields as plain strings for the playbook, each name a
+/// variable name and each value a setting-safe string.
+fn string_fields(output: &str, fields: &Map<String, Value>) -> Result<Map<String, Value>, String> {
+    let mut strings = Map::new();
+    for (name, value) in fields {
+        if !is_var_name(name) {
+            return Err(format!("output {output}: {name:?} is not a variable name"));
+        }
+        let value =
+            PgSettingValue::parse(value).map_err(|e| format!("output {output}.{name}: {e}"))?;
+        strings.insert(name.clone(), json!(value.as_str()));
+    }
+    Ok(strings)
 }
 
 fn is_user_name(s: &str) -> bool {
@@ -379,6 +416,57 @@ mod tests {
             panic!("expected refused key paths");
         };
         assert!(!fields.contains_key("synchronous_mode"));
+    }
+
+    #[test]
+    fn backup_retention_is_a_count_of_full_backups() {
+        use std::os::unix::fs::PermissionsExt;
+        let key = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(key.path(), "-----BEGIN OPENSSH PRIVATE KEY-----\n").unwrap();
+        std::fs::set_permissions(key.path(), std::fs::Permissions::from_mode(0o600)).unwrap();
+        let path = key.path().to_str().unwrap();
+        let parse = |value: Value| {
+            ConfigureInput::parse(&request(json!({
+                "bastion_key_path": path, "db_key_path": path, "backup_retention_full": value
+            })))
+        };
+        assert_eq!(parse(json!(3)).unwrap().backup_retention_full, Some(3));
+        assert_eq!(parse(json!("7")).unwrap().backup_retention_full, Some(7));
+        for bad in [
+            json!(0),
+            json!(101),
+            json!(-1),
+            json!(1.5),
+            json!("two"),
+            json!(true),
+        ] {
+            let Err(Error::Invalid { fields, .. }) = parse(bad.clone()) else {
+                panic!("{bad} was accepted");
+            };
+            assert!(fields.contains_key("backup_retention_full"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_backup_repository_output_reaches_the_playbook_as_strings() {
+        let outputs = Outputs::parse(r#"{
+            "bastion_eip_address": {"value": "10.0.0.1", "sensitive": false, "type": "string"},
+            "primary_db_addr": {"value": "10.0.1.10", "sensitive": false, "type": "string"},
+            "backup_repository": {"value": {"type": "posix", "path": "/srv/backups"}, "sensitive": false, "type": "object"}
+        }"#).unwrap();
+        let hosts = Hosts::from_outputs(&outputs).unwrap();
+        assert_eq!(hosts.backup_repository["type"], "posix");
+        assert_eq!(hosts.backup_repository["path"], "/srv/backups");
+        let outputs = Outputs::parse(
+            r#"{
+            "bastion_eip_address": {"value": "10.0.0.1", "sensitive": false, "type": "string"},
+            "primary_db_addr": {"value": "10.0.1.10", "sensitive": false, "type": "string"},
+            "backup_repository": {"value": {"Bad-Name": "x"}, "sensitive": false, "type": "object"}
+        }"#,
+        )
+        .unwrap();
+        let problem = Hosts::from_outputs(&outputs).err().unwrap();
+        assert!(problem.contains("backup_repository"), "{problem}");
     }
 
     #[test]

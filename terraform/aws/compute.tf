@@ -1,5 +1,6 @@
 # The bastion and the database hosts share their hardening:
-#   - IMDSv2 only (session tokens required, one network hop),
+#   - IMDSv2 only (session tokens required, one network hop); on the database
+#     hosts pgBackRest reads the instance profile's credentials from it,
 #   - an encrypted gp3 root volume, deleted with the instance,
 #   - the AMI is read once: a newer Ubuntu image published later must not
 #     replace a database host (and its data) on the next apply. Roll out a new
@@ -65,6 +66,9 @@ resource "aws_instance" "primary" {
   vpc_security_group_ids  = [aws_security_group.db.id]
   disable_api_termination = var.db_termination_protection
 
+  # Access to the pgBackRest bucket (backup.tf), and nothing else.
+  iam_instance_profile = aws_iam_instance_profile.db.name
+
   metadata_options {
     http_endpoint               = "enabled"
     http_tokens                 = "required"
@@ -111,6 +115,9 @@ resource "aws_instance" "replica" {
   subnet_id               = aws_subnet.private[local.replica_azs[count.index]].id
   vpc_security_group_ids  = [aws_security_group.db.id]
   disable_api_termination = var.db_termination_protection
+
+  # Access to the pgBackRest bucket (backup.tf), and nothing else.
+  iam_instance_profile = aws_iam_instance_profile.db.name
 
   metadata_options {
     http_endpoint               = "enabled"

@@ -36,6 +36,9 @@ locals {
 
   root_volume_kms_key_id = var.root_volume_kms_key_id != "" ? var.root_volume_kms_key_id : null
 
+  # null: the backup bucket uses SSE-S3 (AES256) instead of a KMS key.
+  backup_kms_key_arn = var.backup_kms_key_arn != "" ? var.backup_kms_key_arn : null
+
   # The user the Ubuntu images create for the key pair.
   ssh_user = "ubuntu"
 }

@@ -51,3 +51,17 @@ output "bastion_private_address" {
   description = "The bastion's address on the private network (an etcd member of the Patroni cluster)."
   value       = aws_instance.bastion.private_ip
 }
+
+# Where pgBackRest keeps its repository, in the shape the local stack uses
+# ({type = "posix", path = ...}) plus what an S3 repository needs. The hosts
+# authenticate with their instance profile: no key is part of the output.
+output "backup_repository" {
+  description = "pgBackRest repository: type (s3), bucket, region, endpoint and path (the repository's directory in the bucket)."
+  value = {
+    type     = "s3"
+    bucket   = aws_s3_bucket.backup.bucket
+    region   = var.region
+    endpoint = "s3.${var.region}.amazonaws.com"
+    path     = "/pgcluster/${var.environment}"
+  }
+}

@@ -220,6 +220,36 @@ variable "availability_zones" {
   }
 }
 
+# --- Backups ------------------------------------------------------------------
+
+variable "backup_bucket_force_destroy" {
+  type        = bool
+  description = "Let destroy delete the pgBackRest bucket with every backup and object version in it. false (the default): destroy fails on the bucket while it holds any object, so the backups outlive the cluster until they are removed by hand or this is set to true."
+  default     = false
+}
+
+variable "backup_noncurrent_version_days" {
+  type        = number
+  description = "Days an overwritten or deleted object of the backup bucket is kept as a noncurrent version before S3 removes it for good."
+  default     = 30
+
+  validation {
+    condition     = var.backup_noncurrent_version_days >= 1 && var.backup_noncurrent_version_days <= 3650 && var.backup_noncurrent_version_days % 1 == 0
+    error_message = "The backup_noncurrent_version_days must be a whole number of days from 1 to 3650."
+  }
+}
+
+variable "backup_kms_key_arn" {
+  type        = string
+  description = "ARN of a KMS key to encrypt the backup bucket with (SSE-KMS); the database hosts' role is allowed to use this key only. Empty: SSE-S3 (AES256). The backups are encrypted either way."
+  default     = ""
+
+  validation {
+    condition     = var.backup_kms_key_arn == "" || can(regex("^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/", var.backup_kms_key_arn))
+    error_message = "The backup_kms_key_arn must be empty or a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>); an alias is not accepted."
+  }
+}
+
 # --- Tags ---------------------------------------------------------------------
 
 variable "tags" {

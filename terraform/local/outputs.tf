@@ -57,3 +57,11 @@ output "bastion_private_address" {
   description = "The bastion's address on the private network (etcd member of a Patroni cluster)."
   value       = local.bastion_private
 }
+
+output "backup_repository" {
+  description = "Where pgBackRest keeps this cluster's backups and archived WAL: a directory of the lab outside every host's own (it outlives them), removed by destroy."
+  value = {
+    type = "posix"
+    path = "${local.lab_dir}/backups"
+  }
+}
