@@ -7,6 +7,12 @@
 //! - `pgcluster_disk_free_bytes{dir}`: free space under `DATA_DIR` and `LOG_DIR`
 //! - `pgcluster_leader_changes_total{workspace,cause}`: leader changes the
 //!   cluster monitor saw (`switchover`, `failover`, `automatic`)
+//! - `pgcluster_backup_last_success_timestamp_seconds{workspace,type}`: the
+//!   stop time of the newest backup of each type (from a backup job or a
+//!   read of the repository); `pgcluster_backup_duration_seconds{workspace,type}`:
+//!   how long each backup job took
+//! - `pgcluster_wal_archive_failed_total{workspace}`: PostgreSQL's count of
+//!   failed WAL archive attempts on the leader, as of the last status read
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -38,6 +44,12 @@ pub fn handle() -> PrometheusHandle {
                 .and_then(|b| {
                     b.set_buckets_for_metric(
                         Matcher::Full("job_duration_seconds".into()),
+                        &JOB_BUCKETS,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("pgcluster_backup_duration_seconds".into()),
                         &JOB_BUCKETS,
                     )
                 })
@@ -105,4 +117,22 @@ pub fn disk_free(dir: &'static str, bytes: u64) {
 pub fn leader_changed(workspace: &str, cause: &'static str) {
     ::metrics::counter!("pgcluster_leader_changes_total", "workspace" => workspace.to_string(), "cause" => cause)
         .increment(1);
+}
+
+/// A backup of `kind` finished at `stopped_at` (Unix seconds).
+pub fn backup_succeeded(workspace: &str, kind: &str, stopped_at: f64) {
+    ::metrics::gauge!("pgcluster_backup_last_success_timestamp_seconds", "workspace" => workspace.to_string(), "type" => kind.to_string())
+        .set(stopped_at);
+}
+
+/// How long a backup job took.
+pub fn backup_duration(workspace: &str, kind: &str, seconds: f64) {
+    ::metrics::histogram!("pgcluster_backup_duration_seconds", "workspace" => workspace.to_string(), "type" => kind.to_string())
+        .record(seconds);
+}
+
+/// `pg_stat_archiver.failed_count` on the leader, as last read.
+pub fn wal_archive_failed(workspace: &str, failed: u64) {
+    ::metrics::counter!("pgcluster_wal_archive_failed_total", "workspace" => workspace.to_string())
+        .absolute(failed);
 }

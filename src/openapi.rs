@@ -49,6 +49,7 @@ pub const WORKSPACE_PREFIX: &str = "/workspaces/{name}";
         (name = "ansible", description = "The inventory, the vault and the playbook"),
         (name = "deploy", description = "The whole flow as one job with named steps, and its resume"),
         (name = "cluster", description = "Replication state and lag, read from the cluster itself"),
+        (name = "backups", description = "pgBackRest backups, the recovery window, point-in-time restore and backup schedules"),
         (name = "jobs", description = "Every run's record, numbered log, live events, cancel"),
         (name = "workspaces", description = "Named environments, each with its own stack copy, state and lock"),
         (name = "health", description = "Liveness, readiness, version, metrics"),

@@ -5,6 +5,7 @@
 //! scheduler can all call it. Nothing here knows HTTP: failures are
 //! [`Error`]s, which the routes turn into answers.
 
+pub mod backup;
 mod configure;
 pub mod deploy;
 mod error;

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
+use super::backup::{Archiving, BackupInfo, Catalog};
 use super::error::files_error;
 use super::{Actor, App, Error};
 use crate::domain::PostgresqlVersion;
@@ -38,6 +39,10 @@ pub struct ClusterStatus {
     /// Standbys streaming from the primary that are not in the inventory.
     #[schema(value_type = Vec<Object>)]
     pub unknown_standbys: Vec<Value>,
+    /// WAL archiving on the leader (null: backups not configured).
+    pub archiving: Option<Archiving>,
+    /// The newest backup in the repository (null: none, or not configured).
+    pub last_backup: Option<BackupInfo>,
     pub workspace: String,
     /// The read-only `ansible.status` job that read the state.
     pub job_id: crate::store::JobId,
@@ -139,6 +144,42 @@ pub async fn cluster_status(
     version: Option<PostgresqlVersion>,
     actor: &Actor,
 ) -> Result<Map<String, Value>, Error> {
+    let read = read_report(app, workspace, version, actor).await?;
+    let mut report = ClusterReport::from_report(&read.report);
+    let catalog = Catalog::from_report(&read.report);
+    if let Some(catalog) = &catalog {
+        catalog.record_metrics(workspace.name());
+        report.problems.extend(catalog.problem());
+    }
+    let mut body = report.into_json();
+    body.insert(
+        "archiving".into(),
+        json!(catalog.as_ref().map(|c| &c.archiving)),
+    );
+    body.insert(
+        "last_backup".into(),
+        json!(catalog.as_ref().and_then(Catalog::last)),
+    );
+    body.insert("workspace".into(), json!(workspace.name()));
+    body.insert("job_id".into(), json!(read.job_id));
+    body.insert("postgresql_version".into(), json!(read.version.get()));
+    Ok(body)
+}
+
+/// What `status.yml` wrote, and the job that wrote it.
+pub(crate) struct Report {
+    pub report: Value,
+    pub job_id: crate::store::JobId,
+    pub version: PostgresqlVersion,
+}
+
+/// Runs `status.yml` and reads its report.
+pub(crate) async fn read_report(
+    app: &App,
+    workspace: &Workspace,
+    version: Option<PostgresqlVersion>,
+    actor: &Actor,
+) -> Result<Report, Error> {
     let version = match version {
         Some(version) => version,
         None => last_run_version(app, workspace).await?,
@@ -180,16 +221,19 @@ pub async fn cluster_status(
                 output.job_id
             ))
         })?;
-    let mut body = ClusterReport::from_report(&report).into_json();
-    body.insert("workspace".into(), json!(workspace.name()));
-    body.insert("job_id".into(), json!(output.job_id));
-    body.insert("postgresql_version".into(), json!(version.get()));
-    Ok(body)
+    Ok(Report {
+        report,
+        job_id: output.job_id,
+        version,
+    })
 }
 
 /// The version the workspace's last successful `ansible/run` (or deploy)
 /// installed.
-async fn last_run_version(app: &App, workspace: &Workspace) -> Result<PostgresqlVersion, Error> {
+pub(crate) async fn last_run_version(
+    app: &App,
+    workspace: &Workspace,
+) -> Result<PostgresqlVersion, Error> {
     let filter = JobFilter {
         workspace: Some(workspace.name().to_string()),
         kind: Some(JobKind::AnsibleRun),
@@ -486,6 +530,9 @@ mod tests {
         body.insert("workspace".into(), json!("default"));
         body.insert("job_id".into(), json!(crate::store::JobId::new()));
         body.insert("postgresql_version".into(), json!(15));
+        let catalog = Catalog::from_report(&crate::cluster::backup::tests_report()).unwrap();
+        body.insert("archiving".into(), json!(catalog.archiving));
+        body.insert("last_backup".into(), json!(catalog.last()));
         let typed: ClusterStatus = serde_json::from_value(Value::Object(body.clone()))
             .expect("the answer deserializes into ClusterStatus");
         assert_eq!(

@@ -94,10 +94,14 @@ mod tests {
             .render(
                 "postgresql.yml.j2",
                 json!({"settings": {"max_connections": "77"}, "stack_vars": {},
-                    "synchronous_mode": true}),
+                    "synchronous_mode": true,
+                    "backup_repository": {"type": "posix", "path": "/srv/b{{x}}"},
+                    "backup_retention_full": 3}),
             )
             .unwrap();
         assert!(text.contains("patroni_synchronous_mode: true"), "{text}");
+        assert!(text.contains("pgbackrest_retention_full: 3"), "{text}");
+        assert!(text.contains(r#"  path: !unsafe "/srv/b{{x}}""#), "{text}");
         assert!(
             text.contains(r#""max_connections": !unsafe "77""#),
             "{text}"

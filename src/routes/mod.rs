@@ -3,6 +3,7 @@
 //! application layer in `cluster`, answer). No route module imports another.
 
 mod ansible;
+mod backups;
 mod cluster;
 mod deploy;
 mod docs;
@@ -41,6 +42,7 @@ pub fn api() -> OpenApiRouter<App> {
             .merge(deploy::router())
             .merge(cluster::router())
             .merge(ha::router())
+            .merge(backups::router())
     };
     OpenApiRouter::with_openapi(crate::openapi::base())
         .merge(run_routes())

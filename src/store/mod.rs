@@ -79,10 +79,16 @@ pub enum JobKind {
     ClusterRestart,
     #[serde(rename = "cluster.reinit")]
     ClusterReinit,
+    /// pgBackRest (`backup.yml`, `restore.yml`): a backup taken on the
+    /// leader, the whole cluster restored to a point of its history.
+    #[serde(rename = "cluster.backup")]
+    ClusterBackup,
+    #[serde(rename = "cluster.restore")]
+    ClusterRestore,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 13] = [
+    pub const ALL: [JobKind; 15] = [
         JobKind::TerraformInit,
         JobKind::TerraformPlan,
         JobKind::TerraformApply,
@@ -96,6 +102,8 @@ impl JobKind {
         JobKind::ClusterFailover,
         JobKind::ClusterRestart,
         JobKind::ClusterReinit,
+        JobKind::ClusterBackup,
+        JobKind::ClusterRestore,
     ];
 
     pub fn parse(text: &str) -> Option<JobKind> {
@@ -123,10 +131,13 @@ impl JobKind {
             JobKind::ClusterFailover => "cluster.failover",
             JobKind::ClusterRestart => "cluster.restart",
             JobKind::ClusterReinit => "cluster.reinit",
+            JobKind::ClusterBackup => "cluster.backup",
+            JobKind::ClusterRestore => "cluster.restore",
         }
     }
 
-    /// A Patroni operation of ours (`operate.yml`).
+    /// An operation of ours that may move the leader (`operate.yml`, or a
+    /// restore re-bootstrapping the cluster).
     pub fn is_cluster_operation(self) -> bool {
         matches!(
             self,
@@ -134,6 +145,7 @@ impl JobKind {
                 | JobKind::ClusterFailover
                 | JobKind::ClusterRestart
                 | JobKind::ClusterReinit
+                | JobKind::ClusterRestore
         )
     }
 }

@@ -109,15 +109,16 @@ pub fn status_job(
     spec
 }
 
-/// Builds a Patroni operation job: `operate.yml` with the vault (the REST
-/// API's password) and the operation's inputs as JSON extra vars
-/// (`pgcluster_operation`, `pgcluster_candidate`, ... and
+/// Builds a cluster operation job: `playbook` (`operate.yml`, `backup.yml`,
+/// `restore.yml`) with the vault and the operation's inputs as JSON extra
+/// vars (`pgcluster_operation`, `pgbackrest_backup_type`, ... and
 /// `pgcluster_result_file`, where it writes its result).
 pub fn operation_job(
     config: &Config,
     workspace: &Workspace,
     vault_password: Secret,
     kind: JobKind,
+    playbook: &str,
     operation_vars: &Value,
     request: Value,
 ) -> JobSpec {
@@ -129,9 +130,8 @@ pub fn operation_job(
         request,
     );
     spec.kind = kind;
-    spec.args[0] = absolute(&config.ansible_dir.join("operate.yml")).into();
-    // The last extra vars (the PostgreSQL version, unused here) become the
-    // operation's.
+    spec.args[0] = absolute(&config.ansible_dir.join(playbook)).into();
+    // The last extra vars (the PostgreSQL version) become the operation's.
     if let Some(last) = spec.args.last_mut() {
         *last = operation_vars.to_string().into();
     }
@@ -256,6 +256,7 @@ mod tests {
             &workspace,
             Secret::new("pw"),
             JobKind::ClusterSwitchover,
+            "operate.yml",
             &inputs,
             json!({}),
         );

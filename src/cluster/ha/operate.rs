@@ -289,6 +289,7 @@ pub async fn operate(
         workspace,
         password,
         operation.kind(),
+        "operate.yml",
         &Value::Object(vars),
         Value::Object(record),
     );
