@@ -131,8 +131,10 @@ impl Catalog {
             .and_then(|a| a.last());
         let archiver = &section["archiver"];
         let mut error = text(&section["error"]);
+        // pgBackRest's status codes: 0 ok, 2 no valid backups yet, 6 a
+        // backup or expire running; the others say the stanza is unusable.
         if let Some(status) = info.map(|i| &i["status"])
-            && status["code"].as_u64().is_some_and(|c| c != 0)
+            && status["code"].as_u64().is_some_and(|c| ![0, 2, 6].contains(&c))
         {
             error.get_or_insert_with(|| {
                 format!(
@@ -399,7 +401,13 @@ pub(crate) mod tests {
     fn no_backup_no_window_and_no_section_not_configured() {
         let mut report = report();
         report["backup"]["info"][0]["backup"] = json!([]);
-        assert!(Catalog::from_report(&report).unwrap().window().is_none());
+        report["backup"]["info"][0]["status"] = json!({"code": 2, "message": "no valid backups"});
+        let catalog = Catalog::from_report(&report).unwrap();
+        assert!(catalog.window().is_none());
+        assert!(catalog.archiving.ok, "no backup yet is no archiving fault");
+        report["backup"]["info"][0]["status"] = json!({"code": 4, "message": "different cipher type"});
+        let catalog = Catalog::from_report(&report).unwrap();
+        assert!(catalog.problem().unwrap().contains("different cipher"));
         report["backup"] = Value::Null;
         assert!(Catalog::from_report(&report).is_none());
     }
