@@ -131,8 +131,9 @@ pub fn backup_duration(workspace: &str, kind: &str, seconds: f64) {
         .record(seconds);
 }
 
-/// `pg_stat_archiver.failed_count` on the leader, as last read.
+/// `pg_stat_archiver.failed_count` on the leader, as last read: a gauge,
+/// since PostgreSQL's count starts again on a new leader or a restart.
 pub fn wal_archive_failed(workspace: &str, failed: u64) {
-    ::metrics::counter!("pgcluster_wal_archive_failed_total", "workspace" => workspace.to_string())
-        .absolute(failed);
+    ::metrics::gauge!("pgcluster_wal_archive_failed_total", "workspace" => workspace.to_string())
+        .set(failed as f64);
 }

@@ -215,14 +215,33 @@ pub async fn vault_secrets(
         std::time::Duration::from_secs(60),
     )
     .await?;
-    Ok(plaintext
+    let mut secrets = Vec::new();
+    for (key, value) in plaintext
         .lines()
         .filter(|line| !line.starts_with([' ', '\t', '#', '-']))
         .filter_map(|line| line.split_once(':'))
-        .map(|(_, value)| unquote(value.trim()))
-        .filter(|value| !value.is_empty())
-        .map(Secret::new)
-        .collect())
+        .map(|(key, value)| (key.trim(), unquote(value.trim())))
+        .filter(|(_, value)| !value.is_empty())
+    {
+        if key == "replication_password" {
+            secrets.extend(derived_secrets(&value));
+        }
+        secrets.push(Secret::new(value));
+    }
+    Ok(secrets)
+}
+
+/// The passwords `group_vars/all/secrets.yml` derives from the replication
+/// password when the vault has none of its own: masked like it.
+fn derived_secrets(replication_password: &str) -> Vec<Secret> {
+    use sha2::{Digest, Sha256};
+    ["superuser", "rewind", "restapi", "pgbackrest"]
+        .iter()
+        .map(|purpose| {
+            let text = format!("pgcluster {purpose}:{replication_password}");
+            Secret::new(hex::encode(Sha256::digest(text.as_bytes())))
+        })
+        .collect()
 }
 
 /// A YAML scalar without its quotes (double-quoted ones unescaped as JSON).
@@ -271,6 +290,17 @@ mod tests {
         assert_eq!(args.last().unwrap(), &inputs.to_string());
         assert_eq!(spec.kind, JobKind::ClusterSwitchover);
         assert!(spec.secret_input.is_some());
+    }
+
+    #[test]
+    fn derived_passwords_are_those_of_the_playbook() {
+        // `('pgcluster pgbackrest:' ~ 'pw') | hash('sha256')` in Ansible.
+        let derived = derived_secrets("pw");
+        assert_eq!(derived.len(), 4);
+        assert_eq!(
+            derived[3].expose(),
+            "716ab0730f810e3b697cf6959436df557bfa91d61e634a0423fd6a2cdb83c4dc"
+        );
     }
 
     #[test]

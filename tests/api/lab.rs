@@ -2,7 +2,9 @@
 //! namespaces with sshd, root needed) and the real playbook build a primary
 //! and two streaming replicas; an independent check reads replication state
 //! with psql through the bastion, and `/cluster` reports it; a second run
-//! changes nothing; a second workspace is deployed beside it with one
+//! changes nothing; the leader's host is lost and the cluster fails over
+//! (`lab_ha.rs`); it is backed up and restored to a point in time
+//! (`lab_backup.rs`); a second workspace is deployed beside it with one
 //! `/deploy`, which fails at run on a vault made with another password and
 //! is resumed after `/ansible/vault` fixes it; destroy leaves nothing
 //! behind. Each step's wall time is printed.
@@ -15,6 +17,8 @@ use serde_json::json;
 
 use crate::helpers::*;
 
+#[path = "lab_backup.rs"]
+mod backup;
 #[path = "lab_ha.rs"]
 mod ha;
 
@@ -134,6 +138,7 @@ async fn a_replicating_cluster_is_built_checked_rerun_and_destroyed_through_the_
                 ("ANSIBLE_PLAYBOOK_BINARY", playbook),
                 ("SSH_BINARY", "ssh".into()),
                 ("CLUSTER_MONITOR_SECONDS", "2".into()),
+                ("BACKUP_SCHEDULER_SECONDS", "2".into()),
             ],
         })
         .await,
@@ -276,6 +281,7 @@ async fn build_and_check(app: Arc<TestApp>) -> Vec<(String, f64)> {
     )
     .await;
     ha::failover_and_back(&app, &mut t, 3).await;
+    backup::backup_and_restore(&app, &mut t).await;
 
     side_by_side(&app, &mut t, &keys).await;
     t.0

@@ -16,7 +16,7 @@ use crate::helpers::TestApp;
 
 /// SQL on a member over its own socket, from this machine: sockets are not
 /// namespaced, so this works while the member's network is cut.
-fn local_psql(address: &str, sql: &str, seconds: u32) -> (bool, String) {
+pub(super) fn local_psql(address: &str, sql: &str, seconds: u32) -> (bool, String) {
     let socket = format!("{LAB_ROOT}/{ENVIRONMENT}/hosts/{address}/run");
     let seconds = seconds.to_string();
     let output = std::process::Command::new("timeout")
@@ -50,7 +50,7 @@ fn local_psql(address: &str, sql: &str, seconds: u32) -> (bool, String) {
 }
 
 /// Polls `check` every 200 ms for at most `limit`; the seconds it took.
-async fn within(limit: Duration, mut check: impl FnMut() -> bool) -> Option<f64> {
+pub(super) async fn within(limit: Duration, mut check: impl FnMut() -> bool) -> Option<f64> {
     let started = Instant::now();
     while started.elapsed() < limit {
         if check() {

@@ -128,19 +128,27 @@ async fn a_run_masks_the_replication_password_read_from_the_vault() {
             .status,
         200
     );
-    app.fake("print", &format!("careless task: {REPLICATION_PASSWORD}"));
+    // The backup repository's passphrase, derived from it by the playbook.
+    let derived = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(
+            format!("pgcluster pgbackrest:{REPLICATION_PASSWORD}").as_bytes(),
+        ))
+    };
+    app.fake(
+        "print",
+        &format!("careless task: {REPLICATION_PASSWORD} repo1-cipher-pass={derived}"),
+    );
     let answer = app.post("/ansible/run", json!({"output": true})).await;
     assert_eq!(answer.status, 200, "{:?}", answer.body);
-    assert!(
-        answer.body["output"]
-            .as_str()
-            .unwrap()
-            .contains("careless task: ********")
-    );
+    let output = answer.body["output"].as_str().unwrap();
+    assert!(output.contains("careless task: ********"), "{output}");
+    assert!(output.contains("repo1-cipher-pass=********"), "{output}");
     let id = answer.body["job_id"].as_str().unwrap();
     let log = app.get(&format!("/jobs/{id}/log")).await.body.to_string();
     assert!(log.contains("careless task: ********"), "{log}");
     assert!(!log.contains("repl-Pw"));
+    assert!(!log.contains(&derived), "{log}");
 }
 
 #[tokio::test]

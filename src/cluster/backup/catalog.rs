@@ -134,7 +134,9 @@ impl Catalog {
         // pgBackRest's status codes: 0 ok, 2 no valid backups yet, 6 a
         // backup or expire running; the others say the stanza is unusable.
         if let Some(status) = info.map(|i| &i["status"])
-            && status["code"].as_u64().is_some_and(|c| ![0, 2, 6].contains(&c))
+            && status["code"]
+                .as_u64()
+                .is_some_and(|c| ![0, 2, 6].contains(&c))
         {
             error.get_or_insert_with(|| {
                 format!(
@@ -405,7 +407,8 @@ pub(crate) mod tests {
         let catalog = Catalog::from_report(&report).unwrap();
         assert!(catalog.window().is_none());
         assert!(catalog.archiving.ok, "no backup yet is no archiving fault");
-        report["backup"]["info"][0]["status"] = json!({"code": 4, "message": "different cipher type"});
+        report["backup"]["info"][0]["status"] =
+            json!({"code": 4, "message": "different cipher type"});
         let catalog = Catalog::from_report(&report).unwrap();
         assert!(catalog.problem().unwrap().contains("different cipher"));
         report["backup"] = Value::Null;
