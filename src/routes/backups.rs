@@ -87,10 +87,10 @@ async fn list(
     responses(
         (status = 200, description = "The backup taken", body = BackupResult),
         (status = 202, response = crate::openapi::Accepted),
-        (status = 400, description = "A bad field (`type`), no inventory, no vault, or the \
-            playbook failed (`job_id`, `status`, `details`)", body = ErrorBody),
-        (status = 409, description = "Backups not configured, or the workspace is busy",
-            body = ErrorBody),
+        (status = 400, description = "A bad field (`type`), no vault, or the playbook failed \
+            (`job_id`, `status`, `details`)", body = ErrorBody),
+        (status = 409, description = "No inventory yet, backups not configured, or the \
+            workspace is busy", body = ErrorBody),
         (status = 500, response = crate::openapi::InternalError),
     )
 )]
@@ -133,10 +133,11 @@ async fn take(
         (status = 200, description = "The cluster runs on the restored data", body = RestoreResult),
         (status = 202, response = crate::openapi::Accepted),
         (status = 400, description = "A bad field (`target`, `target.time`, `target.backup`, \
-            `target.lsn`, `confirm`), no inventory, no vault, or the playbook failed \
-            (`job_id`, `status`, `details`)", body = ErrorBody),
+            `target.lsn`, `confirm`), no vault, or the playbook failed (`job_id`, `status`, \
+            `details`)", body = ErrorBody),
         (status = 409, description = "A target outside the recovery window (named), an unknown \
-            backup label, no backup, backups not configured, or the workspace is busy",
+            backup label, no backup, no inventory yet, backups not configured, or the workspace \
+            is busy",
             body = ErrorBody),
         (status = 500, response = crate::openapi::InternalError),
     )

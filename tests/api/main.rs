@@ -5,6 +5,7 @@
 mod ansible;
 mod architecture;
 mod auth;
+mod backups;
 mod cluster;
 mod deploy;
 mod faults;

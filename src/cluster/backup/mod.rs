@@ -117,7 +117,9 @@ fn lenient_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D:
 fn check_configured(workspace: &Workspace) -> Result<(), Error> {
     let vars = workspace.ansible_dir().join("postgresql.yml");
     let text = std::fs::read_to_string(&vars).map_err(|_| {
-        Error::invalid("there is no inventory yet: call /ansible/configure (or /deploy) first")
+        Error::Conflict(
+            "there is no inventory yet: call /ansible/configure (or /deploy) first".into(),
+        )
     })?;
     if text
         .lines()
