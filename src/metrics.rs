@@ -6,7 +6,7 @@
 //! - `job_log_bytes_total`, `job_cancellations_total`, `job_timeouts_total`
 //! - `pgcluster_disk_free_bytes{dir}`: free space under `DATA_DIR` and `LOG_DIR`
 //! - `pgcluster_leader_changes_total{workspace,cause}`: leader changes the
-//!   cluster monitor saw (`switchover`, `failover`, `automatic`)
+//!   cluster monitor saw (`switchover`, `failover`, `restore`, `automatic`)
 //! - `pgcluster_backup_last_success_timestamp_seconds{workspace,type}`: the
 //!   stop time of the newest backup of each type (from a backup job or a
 //!   read of the repository); `pgcluster_backup_duration_seconds{workspace,type}`:

@@ -80,7 +80,7 @@ pub struct EventList {
     tag = "cluster",
     summary = "Leader changes, newest first, with their cause",
     description = "Recorded by the cluster monitor (`CLUSTER_MONITOR_SECONDS`): `cause` is \
-        `switchover` or `failover` when an operation of this server caused the change, \
+        `switchover`, `failover` or `restore` when an operation of this server caused the change, \
         `automatic` when Patroni did it by itself.",
     params(EventsQuery),
     responses(

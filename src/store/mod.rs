@@ -346,8 +346,8 @@ pub struct ClusterEvent {
     pub to: Option<String>,
     /// The new leader's timeline.
     pub timeline: Option<u64>,
-    /// `switchover` or `failover` when an operation of this server caused
-    /// it, `automatic` when Patroni did it by itself.
+    /// `switchover`, `failover` or `restore` when an operation of this
+    /// server caused it, `automatic` when Patroni did it by itself.
     pub cause: String,
 }
 

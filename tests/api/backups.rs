@@ -319,7 +319,7 @@ async fn a_restore_is_checked_against_the_window_then_runs_restore_yml() {
     let inputs: Value = serde_json::from_str(argv.last().unwrap()).unwrap();
     assert_eq!(
         inputs["pgbackrest_restore"],
-        json!({"type": "time", "target": "2026-12-07T09:30:00Z"})
+        json!({"type": "time", "target": "2026-12-07T09:30:00.000000Z"})
     );
     assert!(inputs["postgresql_version"].is_u64(), "{inputs}");
     let job = app

@@ -31,6 +31,16 @@ fn members(cluster: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The last lines of a job's log, for a failure's message.
+async fn log_tail(app: &TestApp, id: &str) -> String {
+    let log = app.get(&format!("/jobs/{id}/log?limit=100000")).await.body;
+    let lines: Vec<&str> = log["lines"]
+        .as_array()
+        .map(|l| l.iter().filter_map(|l| l["text"].as_str()).collect())
+        .unwrap_or_default();
+    lines[lines.len().saturating_sub(60)..].join("\n")
+}
+
 /// Waits up to 15 minutes for a job to end (a restore re-clones every
 /// replica).
 async fn wait_long(app: &TestApp, id: &str) -> Value {
@@ -156,7 +166,12 @@ pub async fn backup_and_restore(app: &TestApp, t: &mut Timer) {
     let took = started.elapsed().as_secs_f64();
     t.0.push(("restore to a time".into(), took));
     eprintln!("e2e restore to a time: {took:.1}s");
-    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(
+        job["status"],
+        "succeeded",
+        "{job}\n{}",
+        log_tail(app, &id).await
+    );
     assert_eq!(job["kind"], "cluster.restore");
     let result = &job["result"];
     assert_eq!(result["backup"], full_label.as_str(), "{result}");
@@ -278,7 +293,12 @@ async fn scheduled_backup(app: &TestApp, t: &mut Timer) {
     let id = found.expect("the schedule started a backup within 3 minutes");
     let job = wait_long(app, &id).await;
     t.0.push(("scheduled backup".into(), started.elapsed().as_secs_f64()));
-    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(
+        job["status"],
+        "succeeded",
+        "{job}\n{}",
+        log_tail(app, &id).await
+    );
     assert_eq!(job["request"]["type"], "incr", "{job}");
     let label = job["result"]["label"].as_str().unwrap().to_string();
     let deleted = app

@@ -194,10 +194,22 @@ impl Target {
     fn playbook_vars(&self) -> Value {
         match self {
             Target::Latest => json!({"type": "latest", "target": ""}),
-            Target::Time(time) => json!({
-                "type": "time",
-                "target": time.to_offset(time::UtcOffset::UTC).format(&Rfc3339).unwrap_or_default(),
-            }),
+            // UTC to the microsecond, PostgreSQL's resolution: pgBackRest
+            // refuses more digits.
+            Target::Time(time) => {
+                let t = time.to_offset(time::UtcOffset::UTC);
+                let target = format!(
+                    "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+                    t.year(),
+                    u8::from(t.month()),
+                    t.day(),
+                    t.hour(),
+                    t.minute(),
+                    t.second(),
+                    t.microsecond()
+                );
+                json!({"type": "time", "target": target})
+            }
             Target::Backup(label) => json!({"type": "backup", "target": label}),
             Target::Lsn(lsn) => json!({"type": "lsn", "target": lsn}),
         }
@@ -297,7 +309,12 @@ mod tests {
         let time = ok(json!({"time": "2026-12-07T10:30:00+01:00"}));
         assert_eq!(
             time.playbook_vars(),
-            json!({"type": "time", "target": "2026-12-07T09:30:00Z"})
+            json!({"type": "time", "target": "2026-12-07T09:30:00.000000Z"})
+        );
+        let precise = ok(json!({"time": "2026-12-07T09:30:00.123456789Z"}));
+        assert_eq!(
+            precise.playbook_vars()["target"],
+            "2026-12-07T09:30:00.123456Z"
         );
     }
 

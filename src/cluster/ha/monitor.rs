@@ -111,8 +111,8 @@ async fn observe(
     }
 }
 
-/// `switchover` or `failover` when such an operation of ours ran while the
-/// old leader led (or was scheduled for then) and did not end with another
+/// `switchover`, `failover` or `restore` when such an operation of ours ran
+/// while the old leader led (or was scheduled for then) and did not end with another
 /// leader than `to`, else `automatic`.
 async fn cause(
     app: &App,
@@ -125,6 +125,7 @@ async fn cause(
         (JobKind::ClusterSwitchover, "switchover"),
         (JobKind::ClusterFailover, "failover"),
         (JobKind::ClusterRestart, "switchover"),
+        (JobKind::ClusterRestore, "restore"),
     ] {
         let filter = JobFilter {
             workspace: Some(workspace.name().to_string()),
