@@ -323,7 +323,9 @@ pub async fn save_schedule(
     workspace: &Workspace,
     request: &ScheduleRequest,
 ) -> Result<ScheduleView, Error> {
+    // To the millisecond, as the store keeps it.
     let now = OffsetDateTime::now_utc();
+    let now = now.replace_millisecond(now.millisecond()).unwrap_or(now);
     let schedule = Schedule::parse(request, now)?;
     let _held = app.schedules.lock().await;
     if !workspace.exists() {
