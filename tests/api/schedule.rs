@@ -1,15 +1,23 @@
 //! Backup schedules: `PUT/GET/DELETE /backup-schedule`, kept in the job
-//! store across restarts, and the scheduler catching up at start-up on the
-//! fire times missed while the server was down (the server binary, stopped
-//! and started again on the same data directory, with the fake tools).
+//! store across restarts, the scheduler catching up at start-up on the fire
+//! times missed while the server was down (the server binary, stopped and
+//! started again on the same data directory, with the fake tools), and its
+//! ticks run with a clock of the test's (the application in-process).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, header};
+use pgcluster_api::cluster::App;
+use pgcluster_api::cluster::backup::run_due;
+use pgcluster_api::config::Config;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
+use tower::ServiceExt;
 
 use crate::helpers::*;
 use crate::server_process::ServerProcess;
@@ -281,10 +289,10 @@ impl Server {
     }
 }
 
-/// Configures `default` with a backup repository (key files, terraform's
-/// outputs) so that backups can start; the fake playbook writes a backup's
+/// The body of a configure that gives `default` a backup repository (key
+/// files, terraform's outputs), with the fake playbook writing a backup's
 /// result.
-async fn configure_backups(server: &Server, root: &Path) {
+fn configure_with_backups(root: &Path) -> Value {
     let fake = root.join("fake");
     std::fs::write(fake.join("outputs"), OUTPUTS_WITH_BACKUPS).unwrap();
     std::fs::write(fake.join("operation_result"), BACKUP_RESULT).unwrap();
@@ -298,16 +306,19 @@ async fn configure_backups(server: &Server, root: &Path) {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         body[field] = json!(path);
     }
-    let (status, answer) = server.post("/ansible/configure", body).await;
-    assert_eq!(status, 200, "{answer}");
+    body
 }
 
-/// Expressions that all fire at an hour twelve hours away from now: none
-/// fires while a test runs, and each has fired in the last year.
+/// A yearly, a monthly and a daily expression that fire at an hour twelve
+/// hours away from now, the yearly one six months away: none fires while a
+/// test runs, each has fired in the last year, and in the day to come only
+/// the daily one fires.
 fn far_from_now() -> (String, String, String) {
-    let hour = (OffsetDateTime::now_utc().hour() + 12) % 24;
+    let now = OffsetDateTime::now_utc();
+    let hour = (now.hour() + 12) % 24;
+    let month = (u8::from(now.month()) + 5) % 12 + 1;
     (
-        format!("0 {hour} 1 1 *"),
+        format!("0 {hour} 1 {month} *"),
         format!("0 {hour} 1 * *"),
         format!("0 {hour} * * *"),
     )
@@ -343,7 +354,10 @@ async fn runs_missed_while_the_server_was_down_make_one_backup_of_the_largest_ty
     let schedule = json!({"full": full, "diff": diff, "incr": incr});
 
     let server = Server::start(root, "0").await;
-    configure_backups(&server, root).await;
+    let (status, answer) = server
+        .post("/ansible/configure", configure_with_backups(root))
+        .await;
+    assert_eq!(status, 200, "{answer}");
     let (status, saved) = server.put("/backup-schedule", schedule.clone()).await;
     assert_eq!(status, 200, "{saved}");
     server.stop();
@@ -422,4 +436,95 @@ async fn a_missed_run_the_server_refuses_is_recorded_as_the_last_error_and_not_r
     assert_eq!(schedule["last_runs"], json!([]));
     assert!(server.backups().await.is_empty());
     server.stop();
+}
+
+/// A request to the application's router; the answer's status and body.
+async fn call(router: &Router, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let request = Request::builder().method(method).uri(path);
+    let request = match body {
+        Some(body) => {
+            let body = body.to_string();
+            request
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::CONTENT_LENGTH, body.len())
+                .body(Body::from(body))
+        }
+        None => request.body(Body::empty()),
+    };
+    let response = router.clone().oneshot(request.unwrap()).await.unwrap();
+    let status = response.status().as_u16();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+#[tokio::test]
+async fn a_backup_due_while_the_workspace_is_busy_waits_and_starts_once_it_is_free() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let config = Config::from_vars(test_vars(root, Tools::Fake)).unwrap();
+    let app = App::new(config).unwrap();
+    let router = pgcluster_api::startup::router(app.clone());
+    let (status, answer) = call(
+        &router,
+        "POST",
+        "/ansible/configure",
+        Some(configure_with_backups(root)),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let (yearly, _, daily) = far_from_now();
+    let (status, answer) = call(
+        &router,
+        "PUT",
+        "/backup-schedule",
+        Some(json!({"full": yearly, "incr": daily})),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let backups = async || {
+        let (_, page) = call(&router, "GET", "/jobs?kind=cluster.backup", None).await;
+        page["jobs"].as_array().unwrap().clone()
+    };
+    let schedule = async || call(&router, "GET", "/backup-schedule", None).await.1;
+
+    // A playbook run holds the workspace for a while.
+    std::fs::write(root.join("fake/sleep"), "5").unwrap();
+    let (status, run) = call(
+        &router,
+        "POST",
+        "/ansible/run",
+        Some(json!({"async": true})),
+    )
+    .await;
+    assert_eq!(status, 202, "{run}");
+    let run_id = run["job_id"].as_str().unwrap().to_string();
+
+    // A day later (by the test's clock) the daily incremental is due: it
+    // waits, on this tick and the next.
+    let day = OffsetDateTime::now_utc() + time::Duration::days(1);
+    run_due(&app, day).await;
+    assert_eq!(schedule().await["pending"], "incr");
+    run_due(&app, day + Duration::from_secs(15)).await;
+    assert_eq!(schedule().await["pending"], "incr");
+    assert!(backups().await.is_empty(), "nothing started while busy");
+
+    // Free again: it starts, once.
+    wait_for("the playbook's end", async || {
+        let (_, job) = call(&router, "GET", &format!("/jobs/{run_id}"), None).await;
+        job["finished_at"].is_string().then_some(())
+    })
+    .await;
+    std::fs::remove_file(root.join("fake/sleep")).unwrap();
+    run_due(&app, day + Duration::from_secs(30)).await;
+    let started = backups().await;
+    assert_eq!(started.len(), 1, "{started:#?}");
+    assert_eq!(started[0]["started_by"], "scheduler");
+    assert_eq!(started[0]["request"]["type"], "incr");
+    let now = schedule().await;
+    assert_eq!(now["pending"], Value::Null);
+    assert_eq!(now["last_runs"][0]["job_id"], started[0]["id"]);
+    run_due(&app, day + Duration::from_secs(45)).await;
+    assert_eq!(backups().await.len(), 1, "not started twice");
 }
