@@ -6,13 +6,14 @@
 mod catalog;
 mod restore;
 mod schedule;
+mod scheduler;
 
 pub use catalog::{Archiving, BackupInfo, Backups, RecoveryWindow, backups};
 pub use restore::{RestoreRequest, Restored, Target, restore};
 pub use schedule::{
-    LastRun, NextRuns, SCHEDULER, ScheduleRequest, ScheduleView, delete_schedule, run_due,
-    run_schedules, save_schedule, schedule_of,
+    LastRun, NextRuns, ScheduleRequest, ScheduleView, delete_schedule, save_schedule, schedule_of,
 };
+pub use scheduler::{SCHEDULER, run_due, run_schedules};
 
 pub(crate) use catalog::Catalog;
 #[cfg(test)]
