@@ -5,7 +5,7 @@
 
 use std::str::FromStr;
 
-use chrono::{DateTime, SecondsFormat};
+use chrono::{DateTime, Days, NaiveDate, SecondsFormat};
 use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
@@ -20,6 +20,9 @@ use crate::store::{JobStatus, ScheduleFailure, ScheduleRecord, ScheduledRun};
 use crate::workspace::Workspace;
 /// Longer expressions are refused before they are parsed.
 const MAX_EXPRESSION: usize = 200;
+
+/// The days of a whole cycle of the Gregorian calendar.
+const DAYS_IN_400_YEARS: u64 = 146_097;
 
 /// The nicknames cron knows besides the five fields.
 const NICKNAMES: [&str; 6] = [
@@ -108,6 +111,30 @@ impl CronExpr {
         &self.text
     }
 
+    /// Whether any minute matches the expression. The Gregorian calendar,
+    /// weekdays included, repeats every 400 years: the days of 400 years from
+    /// `from` are looked at, each at the first hour and minute that match.
+    /// (The search for the next fire time of one that never fires takes the
+    /// parser's whole search limit: most of a minute.)
+    fn ever_fires(&self, from: OffsetDateTime) -> bool {
+        let pattern = &self.cron.pattern;
+        let hour = (0..24).find(|h| pattern.hour_match(*h).unwrap_or(false));
+        let minute = (0..60).find(|m| pattern.minute_match(*m).unwrap_or(false));
+        let (Some(hour), Some(minute)) = (hour, minute) else {
+            return false;
+        };
+        let month = u8::from(from.month()).into();
+        let Some(first) = NaiveDate::from_ymd_opt(from.year(), month, from.day().into()) else {
+            return false;
+        };
+        (0..DAYS_IN_400_YEARS).any(|offset| {
+            first
+                .checked_add_days(Days::new(offset))
+                .and_then(|day| day.and_hms_opt(hour, minute, 0))
+                .is_some_and(|at| self.cron.is_time_matching(&at).unwrap_or(false))
+        })
+    }
+
     /// The first fire time after `after`, read in `zone`; none when no date
     /// matches the expression.
     fn next_after(&self, after: OffsetDateTime, zone: Tz) -> Option<DateTime<Tz>> {
@@ -167,7 +194,7 @@ impl Schedule {
         }
         if let Some(zone) = zone {
             for (kind, cron) in &crons {
-                if cron.next_after(now, zone).is_none() {
+                if !cron.ever_fires(now) || cron.next_after(now, zone).is_none() {
                     problems.insert(
                         kind.as_str().into(),
                         json!("never fires: no date matches it"),
@@ -547,9 +574,26 @@ pub(super) mod tests {
     }
 
     #[test]
-    fn an_expression_no_date_matches_never_fires_and_is_refused() {
-        let fields = refused(json!({"full": "0 0 30 2 *"}));
-        assert_eq!(fields["full"], "never fires: no date matches it");
+    fn an_expression_no_date_matches_never_fires_and_is_refused_at_once() {
+        let started = std::time::Instant::now();
+        // The last one is an empty list of minutes, which the parser takes.
+        for never in [
+            "0 0 30 2 *",
+            "0 0 31 4,6,9,11 *",
+            "0 0 31 2 +1",
+            ", * * * *",
+        ] {
+            let fields = refused(json!({"full": never}));
+            assert_eq!(fields["full"], "never fires: no date matches it", "{never}");
+        }
+        // Searching for their next fire time would take the parser's whole
+        // search limit: minutes here.
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        // Rare ones fire.
+        for rare in ["0 0 29 2 *", "0 0 29 2 +1", "0 0 13 * +5", "0 0 L 2 *"] {
+            let parsed = Schedule::parse(&request(json!({"full": rare})), at("2026-11-23 10:00"));
+            assert!(parsed.is_ok(), "{rare}");
+        }
     }
 
     #[test]
