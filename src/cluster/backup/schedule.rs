@@ -18,6 +18,7 @@ use super::BackupType;
 use crate::cluster::{App, Error};
 use crate::store::{JobStatus, ScheduleFailure, ScheduleRecord, ScheduledRun};
 use crate::workspace::Workspace;
+
 /// Longer expressions are refused before they are parsed.
 const MAX_EXPRESSION: usize = 200;
 
@@ -631,6 +632,16 @@ pub(super) mod tests {
             utc.next_runs(at("2026-11-23 10:00")).full,
             "2026-11-24T03:00:00Z"
         );
+    }
+
+    #[test]
+    fn a_local_time_the_clock_goes_through_twice_fires_once() {
+        // 2026-10-25 in Paris: 02:30 is at 00:30 and again at 01:30 UTC.
+        let s = schedule(json!({"full": "30 2 * * *", "timezone": "Europe/Paris"}));
+        let first = at("2026-10-25 00:30");
+        assert_eq!(s.due(at("2026-10-25 00:00"), first), Some(BackupType::Full));
+        assert_eq!(s.due(first, at("2026-10-25 12:00")), None);
+        assert_eq!(s.next_runs(first).full, "2026-10-26T02:30:00+01:00");
     }
 
     #[test]
