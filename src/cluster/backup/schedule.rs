@@ -35,8 +35,10 @@ const NICKNAMES: [&str; 6] = [
     "@hourly",
 ];
 
-/// The body of `PUT /backup-schedule`. The fields are read as any JSON value
-/// so that every bad one is named at once ([`Schedule::parse`]).
+/// The body of `PUT /backup-schedule`: when to take each type of backup,
+/// and the time zone that is read in.
+// The fields are read as any JSON value so that every bad one is named at
+// once (`Schedule::parse`).
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"full": "0 1 * * 0", "diff": "0 1 * * 3", "incr": "0 1 * * 1,2,4-6",
