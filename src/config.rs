@@ -36,6 +36,9 @@ pub struct Config {
     /// How often the cluster monitor reads each configured workspace's
     /// leader; `None` = no monitor (`CLUSTER_MONITOR_SECONDS`, 0 disables).
     pub cluster_monitor: Option<Duration>,
+    /// How often the backup scheduler looks for due backups; `None` = no
+    /// scheduled backups (`BACKUP_SCHEDULER_SECONDS`, 0 disables).
+    pub backup_scheduler: Option<Duration>,
     /// The Terraform stack the workspaces run (`TERRAFORM_DIR`).
     pub terraform_dir: PathBuf,
     /// Directory holding `site.yml` and its roles (`ANSIBLE_DIR`).
@@ -180,6 +183,14 @@ impl Config {
             cluster_monitor: match r.parse::<u64>(
                 "CLUSTER_MONITOR_SECONDS",
                 "5",
+                "a number of seconds",
+            ) {
+                0 => None,
+                secs => Some(Duration::from_secs(secs)),
+            },
+            backup_scheduler: match r.parse::<u64>(
+                "BACKUP_SCHEDULER_SECONDS",
+                "15",
                 "a number of seconds",
             ) {
                 0 => None,
@@ -418,6 +429,23 @@ mod tests {
         for key in ["API_PORT", "DEBUG", "JOB_TIMEOUT_SECS", "TERRAFORM_DIR"] {
             assert!(text.contains(key), "{key} missing from {text}");
         }
+    }
+
+    #[test]
+    fn the_backup_scheduler_ticks_every_15_seconds_unless_set_and_0_turns_it_off() {
+        let every = |value: &str| {
+            Config::from_vars(vars(&[("BACKUP_SCHEDULER_SECONDS", value)]))
+                .unwrap()
+                .backup_scheduler
+        };
+        assert_eq!(every(""), Some(Duration::from_secs(15)));
+        assert_eq!(every("1"), Some(Duration::from_secs(1)));
+        assert_eq!(every("0"), None);
+        let err = Config::from_vars(vars(&[("BACKUP_SCHEDULER_SECONDS", "soon")])).unwrap_err();
+        assert!(
+            err.to_string().contains("BACKUP_SCHEDULER_SECONDS"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -100,9 +100,9 @@ pub fn finish(mut doc: OpenApi) -> OpenApi {
     for (path, item) in doc.paths.paths.iter_mut() {
         for (method, operation) in operations(item) {
             optional_body_is_not_null(operation);
-            // Work that records a job or writes files is refused on a disk
-            // that cannot take it.
-            if method == axum::http::Method::POST {
+            // Work that records a job or a schedule, or writes files, is
+            // refused on a disk that cannot take it.
+            if method == axum::http::Method::POST || method == axum::http::Method::PUT {
                 add_response::<InsufficientStorage>(operation, "507");
                 add_response::<StorageUnavailable>(operation, "503");
             }

@@ -46,7 +46,7 @@ fn cors(config: &Config) -> tower_http::cors::CorsLayer {
         .collect();
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
-        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_methods([Method::GET, Method::PUT, Method::POST, Method::DELETE])
         .allow_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
@@ -155,10 +155,22 @@ impl Application {
             self.state.config.cluster_monitor.map(|every| {
                 tokio::spawn(crate::cluster::monitor_leaders(self.state.clone(), every))
             });
+        // Backups start as their schedules say, until the stop.
+        let scheduler = self.state.config.backup_scheduler.map(|every| {
+            tokio::spawn(crate::cluster::backup::run_schedules(
+                self.state.clone(),
+                every,
+                stopping.clone(),
+            ))
+        });
         // Jobs are wound down while the listener drains: open event streams
-        // end when their jobs do.
+        // end when their jobs do. The scheduler ends its tick first, so a
+        // backup it starts is recorded on its schedule.
         let jobs = tokio::spawn(async move {
             let _ = stopping.wait_for(|stopped| *stopped).await;
+            if let Some(scheduler) = scheduler {
+                let _ = scheduler.await;
+            }
             runner.shutdown(grace).await;
         });
         let served = axum::serve(self.listener, self.router)

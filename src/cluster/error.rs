@@ -120,6 +120,18 @@ impl Error {
         }
     }
 
+    /// A job store that failed: a fault of the disk under it is a refusal to
+    /// retry naming the cause, anything else a server fault.
+    pub fn of_store(err: crate::store::StoreError) -> Error {
+        match err.storage_fault() {
+            Some(fault) => Error::Unavailable {
+                message: format!("{} under the job store: {err}", fault.describe()),
+                fault,
+            },
+            None => Error::internal(err),
+        }
+    }
+
     /// A job that did not succeed, as the operation that waited for it fails.
     pub fn tool_failed(error: impl Into<String>, output: &RunOutput) -> Error {
         Error::ToolFailed {

@@ -53,6 +53,9 @@ pub struct App {
     vault_learned: Arc<Mutex<Option<SystemTime>>>,
     /// The last Patroni view of each workspace.
     probes: Arc<ha::probe::Probes>,
+    /// Held while a backup schedule is read and written back, so the
+    /// scheduler and the schedule routes never overwrite each other.
+    schedules: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Who starts an operation: the token's name and the request's id, recorded
@@ -117,6 +120,7 @@ impl App {
             stacks: Arc::new(stacks),
             vault_learned: Arc::default(),
             probes: Arc::default(),
+            schedules: Arc::default(),
         })
     }
 

@@ -143,7 +143,9 @@ pub async fn delete_workspace(app: &App, workspace: &Workspace) -> Result<(), Er
         removing.remove()
     })
     .await
-    .map_err(Error::internal)
+    .map_err(Error::internal)?;
+    super::backup::forget_schedule(app, workspace).await;
+    Ok(())
 }
 
 /// Directories next to `TERRAFORM_DIR` whose `*.tf` declare variables.

@@ -1,5 +1,6 @@
 //! Backups and point-in-time recovery: take a backup, list the repository
-//! and its recovery window, restore the cluster to a point of its history.
+//! and its recovery window, restore the cluster to a point of its history,
+//! and the schedule the server takes backups on.
 
 use axum::Json;
 use axum::extract::State;
@@ -10,10 +11,12 @@ use utoipa_axum::routes;
 
 use super::{PreferAsync, RunReply, WorkspaceParam, reply};
 use crate::auth::Access;
-use crate::cluster::backup::{self, Backup, BackupRequest, Backups, RestoreRequest, Restored};
+use crate::cluster::backup::{
+    self, Backup, BackupRequest, Backups, RestoreRequest, Restored, ScheduleRequest, ScheduleView,
+};
 use crate::cluster::ha::result_of;
 use crate::cluster::{Actor, App};
-use crate::error::{ApiError, ErrorBody, OptionalJson};
+use crate::error::{ApiError, ApiJson, ErrorBody, OptionalJson};
 use crate::store::JobId;
 use crate::tokens::Scope;
 
@@ -24,6 +27,8 @@ pub fn router() -> OpenApiRouter<App> {
         .routes(Access::Needs(Scope::Read).declare(routes!(list)))
         .routes(Access::Needs(Scope::Apply).declare(routes!(take)))
         .routes(Access::Needs(Scope::Admin).declare(routes!(restore)))
+        .routes(Access::Needs(Scope::Read).declare(routes!(show_schedule)))
+        .routes(Access::Needs(Scope::Apply).declare(routes!(set_schedule, delete_schedule)))
 }
 
 /// A backup that ended.
@@ -163,4 +168,95 @@ async fn restore(
         }
     })
     .await
+}
+
+/// `DELETE /backup-schedule`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScheduleDeleted {
+    pub message: String,
+}
+
+/// Sets the schedule the server takes backups on.
+#[utoipa::path(
+    put,
+    path = "/backup-schedule",
+    operation_id = "backup_schedule_set",
+    tag = "backups",
+    summary = "Set (or replace) the schedule the server takes backups on",
+    description = "A cron expression of 5 fields (minute hour day-of-month month day-of-week, no \
+        seconds) per backup type, read in `timezone`. The server's scheduler \
+        (`BACKUP_SCHEDULER_SECONDS`) starts each backup as a job of kind `cluster.backup` with \
+        `started_by: \"scheduler\"`. Several types due at once make one backup, the largest \
+        (full > diff > incr); one due while the workspace is busy waits until it is free. Fire \
+        times missed while the server was down make one backup of the largest type missed, \
+        at start-up. Fire times count from the save; the last runs are kept. Nothing is stored \
+        on a refusal.",
+    request_body(content = ScheduleRequest),
+    responses(
+        (status = 200, description = "The schedule, with its next fire times", body = ScheduleView),
+        (status = 400, description = "A bad field (`full`, `diff`, `incr`, `timezone`), each \
+            named with the reason, or an unknown one", body = ErrorBody),
+        (status = 404, description = "No such workspace", body = ErrorBody),
+        (status = 500, response = crate::openapi::InternalError),
+    )
+)]
+async fn set_schedule(
+    State(app): State<App>,
+    WorkspaceParam(workspace): WorkspaceParam,
+    ApiJson(request): ApiJson<ScheduleRequest>,
+) -> Result<Json<ScheduleView>, ApiError> {
+    Ok(Json(
+        backup::save_schedule(&app, &workspace, &request).await?,
+    ))
+}
+
+/// The schedule, its next fire times and what it started.
+#[utoipa::path(
+    get,
+    path = "/backup-schedule",
+    operation_id = "backup_schedule_get",
+    tag = "backups",
+    summary = "The backup schedule, its next fire times and the backups it started",
+    description = "`next_runs` holds each type's next fire time (RFC 3339, in the schedule's \
+        time zone); `last_runs` the last backup started per type, with its job's status; \
+        `pending` a backup waiting for the workspace to be free; `last_error` the last backup \
+        the scheduler could not start, and why.",
+    responses(
+        (status = 200, description = "The schedule", body = ScheduleView),
+        (status = 404, description = "No schedule, or no such workspace", body = ErrorBody),
+        (status = 500, response = crate::openapi::InternalError),
+    )
+)]
+async fn show_schedule(
+    State(app): State<App>,
+    WorkspaceParam(workspace): WorkspaceParam,
+) -> Result<Json<ScheduleView>, ApiError> {
+    Ok(Json(backup::schedule_of(&app, &workspace).await?))
+}
+
+/// Stops the scheduled backups.
+#[utoipa::path(
+    delete,
+    path = "/backup-schedule",
+    operation_id = "backup_schedule_delete",
+    tag = "backups",
+    summary = "Remove the backup schedule",
+    description = "No backup starts on it afterwards; a backup it started goes on.",
+    responses(
+        (status = 200, description = "Removed", body = ScheduleDeleted),
+        (status = 404, description = "No schedule, or no such workspace", body = ErrorBody),
+        (status = 500, response = crate::openapi::InternalError),
+    )
+)]
+async fn delete_schedule(
+    State(app): State<App>,
+    WorkspaceParam(workspace): WorkspaceParam,
+) -> Result<Json<ScheduleDeleted>, ApiError> {
+    backup::delete_schedule(&app, &workspace).await?;
+    Ok(Json(ScheduleDeleted {
+        message: format!(
+            "the backup schedule of workspace '{}' is removed",
+            workspace.name()
+        ),
+    }))
 }

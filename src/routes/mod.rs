@@ -285,6 +285,9 @@ mod tests {
             (Method::POST, "/cluster/restart", Scope::Apply),
             (Method::POST, "/cluster/reinit", Scope::Apply),
             (Method::POST, "/cluster/failover", Scope::Admin),
+            (Method::GET, "/backup-schedule", Scope::Read),
+            (Method::PUT, "/backup-schedule", Scope::Apply),
+            (Method::DELETE, "/backup-schedule", Scope::Apply),
             (Method::POST, "/terraform/output", Scope::Read),
             (Method::POST, "/terraform/generate", Scope::Plan),
             (Method::POST, "/terraform/init", Scope::Plan),
@@ -375,6 +378,10 @@ mod tests {
         assert_eq!(
             table.access(&Method::GET, Some("/workspaces/{name}/cluster")),
             Access::Needs(Scope::Read)
+        );
+        assert_eq!(
+            table.access(&Method::PUT, Some("/workspaces/{name}/backup-schedule")),
+            Access::Needs(Scope::Apply)
         );
     }
 

@@ -397,7 +397,8 @@ mod tests {
 
     use super::*;
     use crate::store::{
-        ClusterEvent, Completion, Job, JobFilter, JobKind, JobPage, MemoryStore, StoreError, Stream,
+        ClusterEvent, Completion, Job, JobFilter, JobKind, JobPage, MemoryStore, ScheduleRecord,
+        StoreError, Stream,
     };
 
     /// A memory store whose log appends take a while, so lines wait in the
@@ -460,6 +461,18 @@ mod tests {
             limit: usize,
         ) -> Result<Vec<ClusterEvent>, StoreError> {
             self.0.events(workspace, limit).await
+        }
+        async fn put_schedule(&self, schedule: ScheduleRecord) -> Result<(), StoreError> {
+            self.0.put_schedule(schedule).await
+        }
+        async fn schedule(&self, workspace: &str) -> Result<Option<ScheduleRecord>, StoreError> {
+            self.0.schedule(workspace).await
+        }
+        async fn schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError> {
+            self.0.schedules().await
+        }
+        async fn delete_schedule(&self, workspace: &str) -> Result<bool, StoreError> {
+            self.0.delete_schedule(workspace).await
         }
     }
 

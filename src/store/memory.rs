@@ -1,6 +1,6 @@
 //! Jobs kept in memory for the life of the process (tests, `DATABASE_URL=memory:`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 use super::{
     ClusterEvent, Completion, INTERRUPTED, Job, JobFilter, JobId, JobPage, JobStatus, JobStore,
-    LogLine, StoreError,
+    LogLine, ScheduleRecord, StoreError,
 };
 
 #[derive(Default)]
@@ -25,6 +25,8 @@ struct Inner {
     logs: HashMap<JobId, Vec<LogLine>>,
     /// Oldest first; an event's id is its index + 1.
     events: Vec<ClusterEvent>,
+    /// By workspace name.
+    schedules: BTreeMap<String, ScheduleRecord>,
 }
 
 impl Inner {
@@ -171,5 +173,36 @@ impl JobStore for MemoryStore {
             .take(limit)
             .cloned()
             .collect())
+    }
+
+    async fn put_schedule(&self, schedule: ScheduleRecord) -> Result<(), StoreError> {
+        let mut inner = self.inner.lock().unwrap();
+        inner.schedules.insert(schedule.workspace.clone(), schedule);
+        Ok(())
+    }
+
+    async fn schedule(&self, workspace: &str) -> Result<Option<ScheduleRecord>, StoreError> {
+        Ok(self.inner.lock().unwrap().schedules.get(workspace).cloned())
+    }
+
+    async fn schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError> {
+        Ok(self
+            .inner
+            .lock()
+            .unwrap()
+            .schedules
+            .values()
+            .cloned()
+            .collect())
+    }
+
+    async fn delete_schedule(&self, workspace: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .inner
+            .lock()
+            .unwrap()
+            .schedules
+            .remove(workspace)
+            .is_some())
     }
 }

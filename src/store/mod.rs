@@ -3,7 +3,8 @@
 //! `SqliteStore` (the default) keeps them in a file under `DATA_DIR`;
 //! `MemoryStore` only for the life of the process. A PostgreSQL store would
 //! implement the same trait. The cluster's events (leader changes) are kept
-//! by the same store, next to the jobs that may have caused them.
+//! by the same store, next to the jobs that may have caused them, and so are
+//! the backup schedules, next to the backup jobs they start.
 
 mod log_chunks;
 mod memory;
@@ -351,7 +352,55 @@ pub struct ClusterEvent {
     pub cause: String,
 }
 
-/// Persistence of jobs and their logs, and of the cluster's events.
+/// A workspace's backup schedule as stored: the expressions as given, and
+/// how far the scheduler got with them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScheduleRecord {
+    pub workspace: String,
+    /// A cron expression per backup type; `full` is always there.
+    pub full: String,
+    pub diff: Option<String>,
+    pub incr: Option<String>,
+    /// The IANA time zone the expressions are read in.
+    pub timezone: String,
+    pub saved_at: OffsetDateTime,
+    /// The fire times up to this instant have been acted on.
+    pub considered_at: OffsetDateTime,
+    /// A backup type that came due while the workspace was busy, waiting to
+    /// start.
+    pub pending: Option<String>,
+    /// The last backup the schedule started, per type.
+    pub last_runs: Vec<ScheduledRun>,
+    /// The last backup the schedule could not start, and why.
+    pub last_error: Option<ScheduleFailure>,
+}
+
+/// A backup a schedule started.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ScheduledRun {
+    /// `full`, `diff` or `incr`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub job_id: JobId,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub at: OffsetDateTime,
+}
+
+/// A backup a schedule could not start (busy workspaces wait instead).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ScheduleFailure {
+    /// `full`, `diff` or `incr`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub message: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub at: OffsetDateTime,
+}
+
+/// Persistence of jobs and their logs, of the cluster's events and of the
+/// backup schedules.
 #[async_trait]
 pub trait JobStore: Send + Sync + 'static {
     async fn insert(&self, job: Job) -> Result<(), StoreError>;
@@ -389,6 +438,13 @@ pub trait JobStore: Send + Sync + 'static {
     async fn add_event(&self, event: ClusterEvent) -> Result<u64, StoreError>;
     /// A workspace's events, newest first, at most `limit`.
     async fn events(&self, workspace: &str, limit: usize) -> Result<Vec<ClusterEvent>, StoreError>;
+    /// Records a workspace's schedule, replacing the one it had.
+    async fn put_schedule(&self, schedule: ScheduleRecord) -> Result<(), StoreError>;
+    async fn schedule(&self, workspace: &str) -> Result<Option<ScheduleRecord>, StoreError>;
+    /// Every workspace's schedule, by workspace name.
+    async fn schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError>;
+    /// Removes a workspace's schedule; whether it had one.
+    async fn delete_schedule(&self, workspace: &str) -> Result<bool, StoreError>;
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -174,6 +174,27 @@ impl TestApp {
         answer(response).await
     }
 
+    pub async fn put(&self, path: &str, body: Value) -> Answer {
+        let response = self
+            .client
+            .put(format!("{}{path}", self.address))
+            .json(&body)
+            .send()
+            .await
+            .expect("request sent");
+        answer(response).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Answer {
+        let response = self
+            .client
+            .delete(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request sent");
+        answer(response).await
+    }
+
     /// POST with no body at all, as `curl -X POST` sends.
     pub async fn post_empty(&self, path: &str) -> Answer {
         let response = self

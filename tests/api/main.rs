@@ -19,6 +19,7 @@ mod openapi;
 mod operate;
 mod real_tools;
 mod runner;
+mod schedule;
 mod schemathesis;
 mod server_process;
 mod swagger_ui;

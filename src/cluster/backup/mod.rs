@@ -5,13 +5,20 @@
 
 mod catalog;
 mod restore;
+mod schedule;
+mod scheduler;
 
 pub use catalog::{Archiving, BackupInfo, Backups, RecoveryWindow, backups};
 pub use restore::{RestoreRequest, Restored, Target, restore};
+pub use schedule::{
+    LastRun, NextRuns, ScheduleRequest, ScheduleView, delete_schedule, save_schedule, schedule_of,
+};
+pub use scheduler::{SCHEDULER, run_due, run_schedules};
 
 pub(crate) use catalog::Catalog;
 #[cfg(test)]
 pub(crate) use catalog::tests::report as tests_report;
+pub(crate) use schedule::forget_schedule;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};

@@ -8,13 +8,15 @@
 //!
 //! `connection` holds the connections and where calls run, `schema` the
 //! migrations, `rows` a job's columns, `writes` and `reads` the jobs table's
-//! statements, `logs` the log lines', `events` the cluster's events'.
+//! statements, `logs` the log lines', `events` the cluster's events',
+//! `schedules` the backup schedules'.
 
 mod connection;
 mod events;
 mod logs;
 mod reads;
 mod rows;
+mod schedules;
 mod schema;
 mod writes;
 
@@ -28,7 +30,8 @@ use time::OffsetDateTime;
 
 use self::connection::Slot;
 use super::{
-    ClusterEvent, Completion, Job, JobFilter, JobId, JobPage, JobStore, LogLine, StoreError,
+    ClusterEvent, Completion, Job, JobFilter, JobId, JobPage, JobStore, LogLine, ScheduleRecord,
+    StoreError,
 };
 
 pub struct SqliteStore {
@@ -137,6 +140,26 @@ impl JobStore for SqliteStore {
     async fn events(&self, workspace: &str, limit: usize) -> Result<Vec<ClusterEvent>, StoreError> {
         let workspace = workspace.to_string();
         self.read(move |conn| events::list(conn, &workspace, limit))
+            .await
+    }
+
+    async fn put_schedule(&self, schedule: ScheduleRecord) -> Result<(), StoreError> {
+        self.with(move |conn| schedules::put(conn, &schedule)).await
+    }
+
+    async fn schedule(&self, workspace: &str) -> Result<Option<ScheduleRecord>, StoreError> {
+        let workspace = workspace.to_string();
+        self.read_by_key(move |conn| schedules::get(conn, &workspace))
+            .await
+    }
+
+    async fn schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError> {
+        self.read(schedules::list).await
+    }
+
+    async fn delete_schedule(&self, workspace: &str) -> Result<bool, StoreError> {
+        let workspace = workspace.to_string();
+        self.with(move |conn| schedules::delete(conn, &workspace))
             .await
     }
 }

@@ -8,7 +8,7 @@ use crate::store::{LogLine, StoreError, Stream, log_chunks};
 
 /// Each entry upgrades the schema by one version (and `after_migration`
 /// moves data where SQL alone cannot).
-pub(super) const MIGRATIONS: [&str; 4] = [
+pub(super) const MIGRATIONS: [&str; 5] = [
     r#"
 CREATE TABLE jobs (
     seq          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -65,6 +65,22 @@ CREATE TABLE events (
     cause     TEXT NOT NULL
 );
 CREATE INDEX events_by_workspace ON events (workspace, id);
+"#,
+    // A backup schedule per workspace, and where its scheduler is with it
+    // (`last_runs` and `last_error` as JSON).
+    r#"
+CREATE TABLE backup_schedules (
+    workspace     TEXT PRIMARY KEY,
+    "full"        TEXT NOT NULL,
+    diff          TEXT,
+    incr          TEXT,
+    timezone      TEXT NOT NULL,
+    saved_at      INTEGER NOT NULL,
+    considered_at INTEGER NOT NULL,
+    pending       TEXT,
+    last_runs     TEXT NOT NULL,
+    last_error    TEXT
+);
 "#,
 ];
 
