@@ -84,9 +84,11 @@ pub struct RecoveryWindow {
     #[schema(format = DateTime)]
     pub earliest: String,
     /// Now, as of `checked_at`, when archiving works (a restore archives
-    /// the present first); the last archived segment's time when it fails.
+    /// the present first); the last archived segment's time when it fails;
+    /// null when the leader's archiver could not be read (no PostgreSQL
+    /// runs): a later target is tried, and fails if the archive ends first.
     #[schema(format = DateTime)]
-    pub latest: String,
+    pub latest: Option<String>,
     pub earliest_lsn: Option<String>,
     /// The leader's WAL position when archiving works (null otherwise).
     pub latest_lsn: Option<String>,
@@ -187,9 +189,13 @@ impl Catalog {
         } else {
             (self.archiving.last_archived_at.clone(), None)
         };
-        let latest = latest
-            .filter(|l| parse_time(Some(l)) >= parse_time(Some(&oldest.stopped_at)))
-            .unwrap_or_else(|| oldest.stopped_at.clone());
+        let latest = latest.map(|l| {
+            if parse_time(Some(&l)) >= parse_time(Some(&oldest.stopped_at)) {
+                l
+            } else {
+                oldest.stopped_at.clone()
+            }
+        });
         Some(RecoveryWindow {
             earliest: oldest.stopped_at.clone(),
             latest,
@@ -380,7 +386,7 @@ pub(crate) mod tests {
         assert_eq!(catalog.problem(), None);
         let window = catalog.window().unwrap();
         assert_eq!(window.earliest, "2026-12-07T09:00:10Z");
-        assert_eq!(window.latest, "2026-12-07T10:00:00.5Z");
+        assert_eq!(window.latest.as_deref(), Some("2026-12-07T10:00:00.5Z"));
         assert_eq!(window.earliest_lsn.as_deref(), Some("0/2000100"));
         assert_eq!(window.latest_lsn.as_deref(), Some("0/9000060"));
     }
@@ -393,8 +399,12 @@ pub(crate) mod tests {
         let catalog = Catalog::from_report(&report).unwrap();
         assert!(!catalog.archiving.ok);
         let window = catalog.window().unwrap();
-        assert_eq!(window.latest, "2026-12-07T09:59:00Z");
+        assert_eq!(window.latest.as_deref(), Some("2026-12-07T09:59:00Z"));
         assert_eq!(window.latest_lsn, None);
+        // No PostgreSQL answers: the end is unknown.
+        report["backup"]["archiver"] = Value::Null;
+        let window = Catalog::from_report(&report).unwrap().window().unwrap();
+        assert_eq!(window.latest, None);
         let problem = catalog.problem().unwrap();
         assert!(problem.contains("000000010000000000000009"), "{problem}");
     }

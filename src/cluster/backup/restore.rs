@@ -148,7 +148,7 @@ impl Target {
                 "{what} is outside the recovery window: from {} ({}) to {} ({})",
                 window.earliest,
                 window.earliest_lsn.as_deref().unwrap_or("LSN unknown"),
-                window.latest,
+                window.latest.as_deref().unwrap_or("an end unknown"),
                 window.latest_lsn.as_deref().unwrap_or("LSN unknown"),
             ))
         };
@@ -156,7 +156,7 @@ impl Target {
             Target::Latest => Ok(()),
             Target::Time(time) => {
                 let earliest = parse_time(Some(&window.earliest));
-                let latest = parse_time(Some(&window.latest));
+                let latest = parse_time(window.latest.as_deref());
                 if earliest.is_some_and(|e| *time < e) || latest.is_some_and(|l| *time > l) {
                     Err(outside(format!(
                         "target.time {}",
