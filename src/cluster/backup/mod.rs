@@ -152,7 +152,11 @@ pub async fn start_backup(
 ) -> Result<JobHandle, Error> {
     check_configured(workspace)?;
     let request = json!({"type": kind.as_str(), "async": run_async});
-    let vars = json!({"pgbackrest_backup_type": kind.as_str()});
+    let mut vars = json!({"pgbackrest_backup_type": kind.as_str()});
+    // The leader as Patroni says now, or the playbook asks every member.
+    if let Ok(leader) = super::ha::primary(app, workspace).await {
+        vars["pgcluster_leader"] = json!(leader.name);
+    }
     let mut spec = cluster_job(app, workspace, JobKind::ClusterBackup, vars, request).await?;
     actor.stamp(&mut spec);
     let name = workspace.name().to_string();
