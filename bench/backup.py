@@ -187,7 +187,17 @@ def rpo():
             break
         time.sleep(0.5)
     failover = time.time() - lost_at
+    print(json.dumps({"acknowledged": last, "failover_s": round(failover, 1)}), flush=True)
+    # The host comes back: its link, then its sshd (killed with the rest);
+    # a run of the playbook starts its etcd and Patroni again.
     subprocess.run(["ip", "-n", namespace, "link", "set", "dev", "priv0", "up"], check=True)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    subprocess.run(
+        ["bash", f"{root}/terraform/local/lab.sh", "sshd-up"], check=True, capture_output=True,
+        env={**os.environ, "LAB_DIR": LAB, "LAB_HOST": host_of(name), "LAB_NAMESPACE": namespace,
+             "LAB_ADDRESS": address, "LAB_KEYS_FILE": f"{LAB}/db_authorized_keys",
+             "LAB_FORWARDING": "no", "LAB_ENV": ENV},
+    )
     version = int(PG_BIN.split("/")[4])
     status, body = call("POST", "/ansible/run", {"postgresql_version": version})
     assert status == 200, body
