@@ -1,6 +1,6 @@
-//! The vault file shared by every workspace: the replication password,
-//! encrypted by `ansible-vault` with `ANSIBLE_VAULT_PASSWORD`, both through
-//! pipes.
+//! The vault file shared by every workspace: the replication password and
+//! the backup repository's passphrase, encrypted by `ansible-vault` with
+//! `ANSIBLE_VAULT_PASSWORD`, both through pipes.
 
 use super::{Actor, App, Error};
 use crate::secret::Secret;
@@ -17,8 +17,9 @@ pub struct VaultSet {
     pub vault_file: std::path::PathBuf,
 }
 
-/// (Re)writes the vault file with this replication password (mode 0600,
-/// replaced atomically once ansible-vault succeeded).
+/// (Re)writes the vault file with this replication password and the backup
+/// repository's passphrase (mode 0600, replaced atomically once
+/// ansible-vault succeeded).
 pub async fn set_vault(app: &App, password: &str, actor: &Actor) -> Result<VaultSet, Error> {
     let problem = if password.chars().count() < 12 {
         Some("must be at least 12 characters long")
@@ -38,10 +39,12 @@ pub async fn set_vault(app: &App, password: &str, actor: &Actor) -> Result<Vault
         ));
     };
     let secret = Secret::new(password);
+    let cipher_pass = Secret::new(backup_passphrase(app, &vault_password).await?);
     // A JSON string is a valid YAML double-quoted scalar.
     let plaintext = Secret::new(format!(
-        "replication_password: {}\n",
-        serde_json::to_string(password).map_err(Error::internal)?
+        "replication_password: {}\npgbackrest_cipher_pass: {}\n",
+        serde_json::to_string(password).map_err(Error::internal)?,
+        serde_json::to_string(cipher_pass.expose()).map_err(Error::internal)?
     ));
     let vault_file = app.config.ansible_vault_file.clone();
     let dir = vault_file
@@ -57,7 +60,7 @@ pub async fn set_vault(app: &App, password: &str, actor: &Actor) -> Result<Vault
         vault_password,
         plaintext,
         &tmp,
-        vec![secret.clone()],
+        vec![secret.clone(), cipher_pass.clone()],
     );
     actor.stamp(&mut spec);
     let (target, written) = (vault_file.clone(), tmp.clone());
@@ -75,9 +78,29 @@ pub async fn set_vault(app: &App, password: &str, actor: &Actor) -> Result<Vault
     if output.status != JobStatus::Succeeded {
         return Err(Error::tool_failed("ansible-vault failed", &output));
     }
-    app.runner.add_secrets([secret]);
+    app.runner.add_secrets([secret, cipher_pass]);
     Ok(VaultSet {
         job_id: output.job_id,
         vault_file,
     })
+}
+
+/// The backup repository's encryption passphrase: the one the vault holds
+/// (a repository keeps the passphrase it was created with, whatever becomes
+/// of the replication password), else 32 random bytes, hex.
+async fn backup_passphrase(app: &App, vault_password: &Secret) -> Result<String, Error> {
+    if app.config.ansible_vault_file.is_file()
+        && let Ok(values) = crate::tools::ansible::vault_values(&app.config, vault_password).await
+        && let Some((_, kept)) = values
+            .into_iter()
+            .find(|(key, value)| key == "pgbackrest_cipher_pass" && !value.is_empty())
+    {
+        return Ok(kept);
+    }
+    use rand::TryRng;
+    let mut bytes = [0u8; 32];
+    rand::rngs::SysRng
+        .try_fill_bytes(&mut bytes)
+        .map_err(Error::internal)?;
+    Ok(hex::encode(bytes))
 }

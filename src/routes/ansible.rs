@@ -224,7 +224,9 @@ pub struct VaultResult {
     summary = "Set the replication password in the vault",
     description = "Encrypts `replication_password` with `ANSIBLE_VAULT_PASSWORD` \
         (`ansible-vault encrypt`, both through pipes) and replaces `ANSIBLE_VAULT_FILE` \
-        (mode 0600). The vault file is shared by every workspace.",
+        (mode 0600). The vault file is shared by every workspace. It also holds the backup \
+        repository's passphrase (`pgbackrest_cipher_pass`): random the first time, kept when \
+        the vault is written again.",
     request_body(content = VaultRequest),
     responses(
         (status = 200, description = "The vault file is written", body = VaultResult),

@@ -197,6 +197,22 @@ pub async fn vault_secrets(
     config: &Config,
     vault_password: &Secret,
 ) -> Result<Vec<Secret>, String> {
+    let mut secrets = Vec::new();
+    for (key, value) in vault_values(config, vault_password).await? {
+        if key == "replication_password" {
+            secrets.extend(derived_secrets(&value));
+        }
+        secrets.push(Secret::new(value));
+    }
+    Ok(secrets)
+}
+
+/// The vault's top-level `key: value` pairs, decrypted by `ansible-vault
+/// view` with the password piped.
+pub async fn vault_values(
+    config: &Config,
+    vault_password: &Secret,
+) -> Result<Vec<(String, String)>, String> {
     let args: Vec<OsString> = vec![
         "view".into(),
         "--vault-password-file".into(),
@@ -215,20 +231,13 @@ pub async fn vault_secrets(
         std::time::Duration::from_secs(60),
     )
     .await?;
-    let mut secrets = Vec::new();
-    for (key, value) in plaintext
+    Ok(plaintext
         .lines()
         .filter(|line| !line.starts_with([' ', '\t', '#', '-']))
         .filter_map(|line| line.split_once(':'))
-        .map(|(key, value)| (key.trim(), unquote(value.trim())))
+        .map(|(key, value)| (key.trim().to_string(), unquote(value.trim())))
         .filter(|(_, value)| !value.is_empty())
-    {
-        if key == "replication_password" {
-            secrets.extend(derived_secrets(&value));
-        }
-        secrets.push(Secret::new(value));
-    }
-    Ok(secrets)
+        .collect())
 }
 
 /// The passwords `group_vars/all/secrets.yml` derives from the replication

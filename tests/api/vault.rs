@@ -79,23 +79,41 @@ async fn the_vault_is_written_encrypted_and_holds_the_password() {
         0o600
     );
     let plain = decrypt(&app);
-    let parsed = plain.trim().strip_prefix("replication_password: ").unwrap();
-    assert_eq!(
-        serde_json::from_str::<String>(parsed).unwrap(),
-        REPLICATION_PASSWORD
-    );
+    let value = |plain: &str, key: &str| -> String {
+        let line = plain
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}: ")))
+            .unwrap_or_else(|| panic!("{key} in the vault"));
+        serde_json::from_str::<String>(line).unwrap()
+    };
+    assert_eq!(value(&plain, "replication_password"), REPLICATION_PASSWORD);
+    // The backup repository's passphrase: random, then kept whatever becomes
+    // of the replication password (the repository is encrypted with it).
+    let cipher = value(&plain, "pgbackrest_cipher_pass");
+    assert_eq!(cipher.len(), 64, "{cipher}");
+    assert!(cipher.chars().all(|c| c.is_ascii_hexdigit()), "{cipher}");
+    let again = app
+        .post(
+            "/ansible/vault",
+            json!({"replication_password": "another-Repl-Pw-42"}),
+        )
+        .await;
+    assert_eq!(again.status, 200, "{:?}", again.body);
+    let plain = decrypt(&app);
+    assert_eq!(value(&plain, "replication_password"), "another-Repl-Pw-42");
+    assert_eq!(value(&plain, "pgbackrest_cipher_pass"), cipher);
     // Nothing else holds it: not the job's log, not the data directory.
     let id = answer.body["job_id"].as_str().unwrap();
     let log = app.get(&format!("/jobs/{id}/log")).await.body.to_string();
     let job = app.get(&format!("/jobs/{id}")).await.body.to_string();
     assert!(
-        !log.contains("repl-Pw") && !job.contains("repl-Pw"),
+        !log.contains("repl-Pw") && !job.contains("repl-Pw") && !log.contains(&cipher),
         "{log} {job}"
     );
     for (file, bytes) in snapshot_with_logs(&app.data_dir) {
         let text = String::from_utf8_lossy(&bytes);
         assert!(
-            !text.contains("repl-Pw") && !text.contains(VAULT_PASSWORD),
+            !text.contains("repl-Pw") && !text.contains(VAULT_PASSWORD) && !text.contains(&cipher),
             "{}",
             file.display()
         );
