@@ -224,12 +224,15 @@ pub async fn backup_and_restore(app: &TestApp, t: &mut Timer) {
     assert_eq!(incr.body["type"], "incr", "{:?}", incr.body);
 
     // A switchover: the next backup and archiving follow the new leader.
-    let leader = after.body["leader"].as_str().unwrap().to_string();
-    let candidate = all
+    // In synchronous mode only the synchronous standby may take over.
+    let after_members = after.body["members"].as_array().unwrap();
+    let candidate = after_members
         .iter()
-        .map(|(n, _)| n.clone())
-        .find(|n| *n != leader)
-        .unwrap();
+        .find(|m| m["role"] == "sync_standby")
+        .or_else(|| after_members.iter().find(|m| m["role"] == "replica"))
+        .and_then(|m| m["name"].as_str())
+        .unwrap()
+        .to_string();
     t.step(
         "switchover before a backup",
         app.post("/cluster/switchover", json!({"candidate": candidate})),
