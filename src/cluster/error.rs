@@ -74,8 +74,14 @@ impl Error {
         }
     }
 
-    /// Refused input, naming several fields.
+    /// Refused input, naming each field (one is said as [`Error::field`]
+    /// says it).
     pub fn fields(fields: Map<String, Value>) -> Error {
+        if let Some((field, Value::String(reason))) = fields.iter().next()
+            && fields.len() == 1
+        {
+            return Error::field(field.clone(), reason.clone());
+        }
         let names: Vec<&str> = fields.keys().map(String::as_str).collect();
         Error::Invalid {
             message: format!("invalid fields: {}", names.join(", ")),

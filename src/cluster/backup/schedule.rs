@@ -207,7 +207,7 @@ impl Schedule {
         }
         match zone {
             Some(zone) if problems.is_empty() => Ok(Schedule { crons, zone }),
-            _ => Err(refusal(problems)),
+            _ => Err(Error::fields(problems)),
         }
     }
 
@@ -269,14 +269,6 @@ impl Schedule {
 fn parse_zone(name: &str) -> Result<Tz, String> {
     Tz::from_str(name.trim())
         .map_err(|_| "is not an IANA time zone name like UTC or Europe/Paris".to_string())
-}
-
-/// Refused input: one field named in the message, or several.
-fn refusal(problems: Map<String, Value>) -> Error {
-    match problems.iter().next() {
-        Some((field, Value::String(reason))) if problems.len() == 1 => Error::field(field, reason),
-        _ => Error::fields(problems),
-    }
 }
 
 /// The next fire time of each type the schedule takes.
