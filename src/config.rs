@@ -91,6 +91,25 @@ pub struct Config {
     pub log_format: LogFormat,
     /// When log files start anew: `never`, `daily` or `hourly` (`LOG_ROTATION`).
     pub log_rotation: LogRotation,
+    /// Whether plans of the `default` workspace await approval before they
+    /// are applied (`DEFAULT_APPROVAL_REQUIRED`).
+    pub default_approval_required: bool,
+    /// How often expiring workspaces are looked at; `None` = never expire
+    /// them (`EXPIRY_SCHEDULER_SECONDS`, 0 disables).
+    pub expiry_scheduler: Option<Duration>,
+    /// The most hours one `extend` may add (`WORKSPACE_MAX_EXTEND_HOURS`).
+    pub max_extend_hours: u64,
+    /// How long before expiry `workspace.expiring` is sent
+    /// (`WORKSPACE_EXPIRY_WARNING_SECONDS`).
+    pub expiry_warning: Duration,
+    /// How long a webhook receiver has to answer (`WEBHOOK_TIMEOUT_SECONDS`).
+    pub webhook_timeout: Duration,
+    /// The wait before the first retry of a failed delivery, doubled for
+    /// each next one (`WEBHOOK_RETRY_SECONDS`).
+    pub webhook_retry: Duration,
+    /// Tries of a delivery before it is given up (`WEBHOOK_MAX_ATTEMPTS`, at
+    /// least 3).
+    pub webhook_max_attempts: u32,
 }
 
 /// How log lines are written.
@@ -288,6 +307,24 @@ impl Config {
                     LogRotation::Daily
                 }
             },
+            default_approval_required: r.boolean("DEFAULT_APPROVAL_REQUIRED", false),
+            expiry_scheduler: match r.parse::<u64>(
+                "EXPIRY_SCHEDULER_SECONDS",
+                "15",
+                "a number of seconds",
+            ) {
+                0 => None,
+                secs => Some(Duration::from_secs(secs)),
+            },
+            max_extend_hours: r.positive("WORKSPACE_MAX_EXTEND_HOURS", "168"),
+            expiry_warning: Duration::from_secs(r.parse(
+                "WORKSPACE_EXPIRY_WARNING_SECONDS",
+                "3600",
+                "a number of seconds",
+            )),
+            webhook_timeout: Duration::from_secs(r.positive("WEBHOOK_TIMEOUT_SECONDS", "10")),
+            webhook_retry: Duration::from_secs(r.positive("WEBHOOK_RETRY_SECONDS", "5")),
+            webhook_max_attempts: r.positive("WEBHOOK_MAX_ATTEMPTS", "5").max(3) as u32,
         };
         for origin in &config.cors_allowed_origins {
             let valid = (origin.starts_with("http://") || origin.starts_with("https://"))

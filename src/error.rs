@@ -54,6 +54,16 @@ pub enum ApiError {
         message: String,
         required: crate::tokens::Scope,
     },
+    /// 409: the saved plan waits for approval; `job_id` is the plan's job.
+    #[error("{message}")]
+    AwaitingApproval { message: String, job_id: JobId },
+    /// 403: a guardrail (four eyes, a quota, ownership) refuses the caller.
+    #[error("{message}")]
+    Denied {
+        message: String,
+        rule: &'static str,
+        quota: Option<Value>,
+    },
     /// 507 (no space) or 503 (a read-only or failing disk): the work could
     /// not be recorded or written; nothing was started. With `Retry-After`.
     #[error("{message}")]
@@ -130,9 +140,11 @@ impl ApiError {
             ApiError::Validation { .. }
             | ApiError::Variables { .. }
             | ApiError::ToolFailed { .. } => StatusCode::BAD_REQUEST,
-            ApiError::Busy { .. } | ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Busy { .. }
+            | ApiError::Conflict(_)
+            | ApiError::AwaitingApproval { .. } => StatusCode::CONFLICT,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::Forbidden { .. } | ApiError::Denied { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unavailable {
                 insufficient_storage: true,
@@ -196,6 +208,14 @@ pub struct ErrorBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub required_scope: Option<crate::tokens::Scope>,
+    /// 403 by a guardrail: `four_eyes`, `quota` or `owner`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub rule: Option<String>,
+    /// 403 by a quota: `{"name", "limit", "used", "requested"}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>, nullable = false)]
+    pub quota: Option<Value>,
 }
 
 impl ErrorBody {
@@ -281,6 +301,19 @@ impl IntoResponse for ApiError {
                 required_scope: Some(required),
                 ..ErrorBody::new(message)
             },
+            ApiError::Denied {
+                message,
+                rule,
+                quota,
+            } => ErrorBody {
+                rule: Some(rule.to_string()),
+                quota,
+                ..ErrorBody::new(message)
+            },
+            ApiError::AwaitingApproval { message, job_id } => ErrorBody {
+                job_id: Some(job_id),
+                ..ErrorBody::new(message)
+            },
             ApiError::Internal(ref err) => {
                 tracing::error!(error = ?err, "internal error");
                 ErrorBody::new("An unexpected error occurred")
@@ -324,6 +357,18 @@ impl From<crate::cluster::Error> for ApiError {
             },
             Error::Busy { workspace, job_id } => ApiError::Busy { workspace, job_id },
             Error::Conflict(message) => ApiError::Conflict(message),
+            Error::AwaitingApproval { message, job_id } => {
+                ApiError::AwaitingApproval { message, job_id }
+            }
+            Error::Denied {
+                message,
+                rule,
+                quota,
+            } => ApiError::Denied {
+                message,
+                rule,
+                quota,
+            },
             Error::NotFound(message) => ApiError::NotFound(message),
             Error::ClusterUnavailable(message) => ApiError::ClusterUnavailable(message),
             Error::Unavailable { message, fault } => ApiError::Unavailable {

@@ -42,6 +42,17 @@ pub enum Error {
     /// Something must happen first, or the workspace's state forbids it.
     #[error("{0}")]
     Conflict(String),
+    /// The saved plan (its job) waits for another token's approval.
+    #[error("{message}")]
+    AwaitingApproval { message: String, job_id: JobId },
+    /// A guardrail refuses the caller: `rule` names it (`four_eyes`,
+    /// `quota`, `owner`), `quota` its limit and use.
+    #[error("{message}")]
+    Denied {
+        message: String,
+        rule: &'static str,
+        quota: Option<Value>,
+    },
     /// The disk under `DATA_DIR` cannot take a write now (full, read-only,
     /// failing): nothing was started or written; retry once it can.
     #[error("{message}")]

@@ -9,7 +9,9 @@ pub mod backup;
 mod configure;
 pub mod deploy;
 mod error;
+pub mod guardrails;
 pub mod ha;
+pub mod notify;
 mod playbook;
 mod status;
 mod terraform;
@@ -56,6 +58,11 @@ pub struct App {
     /// Held while a backup schedule is read and written back, so the
     /// scheduler and the schedule routes never overwrite each other.
     schedules: Arc<tokio::sync::Mutex<()>>,
+    /// Held while a workspace's policy, a quota or an approval is read and
+    /// written back (two approvals of one plan: one wins).
+    pub(crate) guardrails: Arc<tokio::sync::Mutex<()>>,
+    /// What happened, queued for the webhooks.
+    pub notices: Arc<notify::Notices>,
 }
 
 /// Who starts an operation: the token's name and the request's id, recorded
@@ -121,7 +128,15 @@ impl App {
             vault_learned: Arc::default(),
             probes: Arc::default(),
             schedules: Arc::default(),
+            guardrails: Arc::default(),
+            notices: Arc::default(),
         })
+    }
+
+    /// Queues a notice for the webhooks; never waits.
+    pub fn notify(&self, event: notify::Event, workspace: &str, data: serde_json::Value) {
+        self.notices
+            .send(notify::Notice::new(event, workspace, data));
     }
 
     pub fn workspace(&self, name: &str) -> Workspace {

@@ -145,7 +145,8 @@ pub async fn delete_workspace(app: &App, workspace: &Workspace) -> Result<(), Er
     .await
     .map_err(Error::internal)?;
     super::backup::forget_schedule(app, workspace).await;
-    Ok(())
+    super::guardrails::forget_policy(app, workspace).await
+
 }
 
 /// Directories next to `TERRAFORM_DIR` whose `*.tf` declare variables.

@@ -474,6 +474,18 @@ mod tests {
         async fn delete_schedule(&self, workspace: &str) -> Result<bool, StoreError> {
             self.0.delete_schedule(workspace).await
         }
+        async fn put_record(&self, kind: &str, key: &str, value: Value) -> Result<(), StoreError> {
+            self.0.put_record(kind, key, value).await
+        }
+        async fn record(&self, kind: &str, key: &str) -> Result<Option<Value>, StoreError> {
+            self.0.record(kind, key).await
+        }
+        async fn records(&self, kind: &str) -> Result<Vec<(String, Value)>, StoreError> {
+            self.0.records(kind).await
+        }
+        async fn delete_record(&self, kind: &str, key: &str) -> Result<bool, StoreError> {
+            self.0.delete_record(kind, key).await
+        }
     }
 
     fn line(n: u64) -> LogLine {

@@ -25,6 +25,8 @@ struct Inner {
     logs: HashMap<JobId, Vec<LogLine>>,
     /// Oldest first; an event's id is its index + 1.
     events: Vec<ClusterEvent>,
+    /// By kind, then key.
+    records: BTreeMap<(String, String), Value>,
     /// By workspace name.
     schedules: BTreeMap<String, ScheduleRecord>,
 }
@@ -203,6 +205,40 @@ impl JobStore for MemoryStore {
             .unwrap()
             .schedules
             .remove(workspace)
+            .is_some())
+    }
+
+    async fn put_record(&self, kind: &str, key: &str, value: Value) -> Result<(), StoreError> {
+        let mut inner = self.inner.lock().unwrap();
+        inner
+            .records
+            .insert((kind.to_string(), key.to_string()), value);
+        Ok(())
+    }
+
+    async fn record(&self, kind: &str, key: &str) -> Result<Option<Value>, StoreError> {
+        let inner = self.inner.lock().unwrap();
+        Ok(inner
+            .records
+            .get(&(kind.to_string(), key.to_string()))
+            .cloned())
+    }
+
+    async fn records(&self, kind: &str) -> Result<Vec<(String, Value)>, StoreError> {
+        let inner = self.inner.lock().unwrap();
+        Ok(inner
+            .records
+            .iter()
+            .filter(|((k, _), _)| k == kind)
+            .map(|((_, key), value)| (key.clone(), value.clone()))
+            .collect())
+    }
+
+    async fn delete_record(&self, kind: &str, key: &str) -> Result<bool, StoreError> {
+        let mut inner = self.inner.lock().unwrap();
+        Ok(inner
+            .records
+            .remove(&(kind.to_string(), key.to_string()))
             .is_some())
     }
 }

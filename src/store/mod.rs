@@ -4,7 +4,8 @@
 //! `MemoryStore` only for the life of the process. A PostgreSQL store would
 //! implement the same trait. The cluster's events (leader changes) are kept
 //! by the same store, next to the jobs that may have caused them, and so are
-//! the backup schedules, next to the backup jobs they start.
+//! the backup schedules, next to the backup jobs they start, and small JSON
+//! documents by kind and key (workspace policies, quotas, approvals, webhooks).
 
 mod log_chunks;
 mod memory;
@@ -445,6 +446,14 @@ pub trait JobStore: Send + Sync + 'static {
     async fn schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError>;
     /// Removes a workspace's schedule; whether it had one.
     async fn delete_schedule(&self, workspace: &str) -> Result<bool, StoreError>;
+    /// Records a small JSON document (a workspace's policy, a quota, an
+    /// approval, a webhook), replacing the one under the same kind and key.
+    async fn put_record(&self, kind: &str, key: &str, value: Value) -> Result<(), StoreError>;
+    async fn record(&self, kind: &str, key: &str) -> Result<Option<Value>, StoreError>;
+    /// Every document of a kind, by key.
+    async fn records(&self, kind: &str) -> Result<Vec<(String, Value)>, StoreError>;
+    /// Removes a document; whether there was one.
+    async fn delete_record(&self, kind: &str, key: &str) -> Result<bool, StoreError>;
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -9,12 +9,13 @@
 //! `connection` holds the connections and where calls run, `schema` the
 //! migrations, `rows` a job's columns, `writes` and `reads` the jobs table's
 //! statements, `logs` the log lines', `events` the cluster's events',
-//! `schedules` the backup schedules'.
+//! `schedules` the backup schedules', `records` the small JSON documents'.
 
 mod connection;
 mod events;
 mod logs;
 mod reads;
+mod records;
 mod rows;
 mod schedules;
 mod schema;
@@ -160,6 +161,29 @@ impl JobStore for SqliteStore {
     async fn delete_schedule(&self, workspace: &str) -> Result<bool, StoreError> {
         let workspace = workspace.to_string();
         self.with(move |conn| schedules::delete(conn, &workspace))
+            .await
+    }
+
+    async fn put_record(&self, kind: &str, key: &str, value: Value) -> Result<(), StoreError> {
+        let (kind, key) = (kind.to_string(), key.to_string());
+        self.with(move |conn| records::put(conn, &kind, &key, &value))
+            .await
+    }
+
+    async fn record(&self, kind: &str, key: &str) -> Result<Option<Value>, StoreError> {
+        let (kind, key) = (kind.to_string(), key.to_string());
+        self.read_by_key(move |conn| records::get(conn, &kind, &key))
+            .await
+    }
+
+    async fn records(&self, kind: &str) -> Result<Vec<(String, Value)>, StoreError> {
+        let kind = kind.to_string();
+        self.read(move |conn| records::list(conn, &kind)).await
+    }
+
+    async fn delete_record(&self, kind: &str, key: &str) -> Result<bool, StoreError> {
+        let (kind, key) = (kind.to_string(), key.to_string());
+        self.with(move |conn| records::delete(conn, &kind, &key))
             .await
     }
 }

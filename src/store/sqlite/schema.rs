@@ -8,7 +8,7 @@ use crate::store::{LogLine, StoreError, Stream, log_chunks};
 
 /// Each entry upgrades the schema by one version (and `after_migration`
 /// moves data where SQL alone cannot).
-pub(super) const MIGRATIONS: [&str; 5] = [
+pub(super) const MIGRATIONS: [&str; 6] = [
     r#"
 CREATE TABLE jobs (
     seq          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -81,6 +81,16 @@ CREATE TABLE backup_schedules (
     last_runs     TEXT NOT NULL,
     last_error    TEXT
 );
+"#,
+    // Small JSON documents by kind and key (workspace policies, quotas,
+    // approvals, webhooks, deliveries).
+    r#"
+CREATE TABLE records (
+    kind  TEXT NOT NULL,
+    key   TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (kind, key)
+) WITHOUT ROWID;
 "#,
 ];
 
