@@ -46,7 +46,13 @@ fn cors(config: &Config) -> tower_http::cors::CorsLayer {
         .collect();
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
-        .allow_methods([Method::GET, Method::PUT, Method::POST, Method::DELETE])
+        .allow_methods([
+            Method::GET,
+            Method::PUT,
+            Method::PATCH,
+            Method::POST,
+            Method::DELETE,
+        ])
         .allow_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
@@ -163,13 +169,21 @@ impl Application {
                 stopping.clone(),
             ))
         });
+        // Temporary workspaces are destroyed at expiry, until the stop.
+        let expiry = self.state.config.expiry_scheduler.map(|every| {
+            tokio::spawn(crate::cluster::guardrails::expiry::run_expiry(
+                self.state.clone(),
+                every,
+                stopping.clone(),
+            ))
+        });
         // Jobs are wound down while the listener drains: open event streams
         // end when their jobs do. The scheduler ends its tick first, so a
         // backup it starts is recorded on its schedule.
         let jobs = tokio::spawn(async move {
             let _ = stopping.wait_for(|stopped| *stopped).await;
-            if let Some(scheduler) = scheduler {
-                let _ = scheduler.await;
+            for task in [scheduler, expiry].into_iter().flatten() {
+                let _ = task.await;
             }
             runner.shutdown(grace).await;
         });

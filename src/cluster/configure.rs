@@ -153,6 +153,7 @@ pub async fn configure(
     input: &ConfigureInput,
     actor: &Actor,
 ) -> Result<Configured, Error> {
+    super::guardrails::expiry::check_usable(app, workspace).await?;
     app.check_storage()?;
     let hold = app.hold_for_files(workspace)?;
     workspace.ensure().map_err(files_error(workspace))?;

@@ -26,7 +26,8 @@ pub use status::{ClusterStatus, HostStatus, SlotStatus, cluster_status};
 pub use terraform::{Generated, generate, plan_changes, start_command};
 pub use vault::{VaultSet, set_vault};
 pub use workspaces::{
-    WorkspaceInfo, create_workspace, delete_workspace, describe, list_workspaces,
+    NewWorkspace, WorkspaceInfo, create_workspace, delete_workspace, describe, describe_all,
+    list_workspaces, update_workspace,
 };
 
 use std::sync::{Arc, Mutex};
@@ -71,6 +72,8 @@ pub struct App {
 pub struct Actor {
     pub name: Option<String>,
     pub request_id: Option<String>,
+    /// Whether the caller holds the admin scope (guardrails only admins lift).
+    pub admin: bool,
 }
 
 impl Actor {
@@ -165,6 +168,10 @@ impl App {
     /// cannot take the job's record [`Error::Unavailable`].
     pub async fn submit(&self, spec: JobSpec) -> Result<JobHandle, Error> {
         self.check_storage()?;
+        let cleanup = spec.kind == crate::store::JobKind::TerraformDestroy;
+        if spec.kind.is_mutating() && !cleanup && spec.parent.is_none() {
+            guardrails::expiry::check_usable(self, &self.workspace(&spec.workspace)).await?;
+        }
         self.runner
             .submit(spec)
             .await

@@ -5,7 +5,7 @@
 use serde_json::{Map, Value, json};
 
 use super::error::files_error;
-use super::{Actor, App, Error};
+use super::{Actor, App, Error, guardrails};
 use crate::domain::RunOptions;
 use crate::domain::tfvars::conform;
 use crate::runner::{JobHandle, JobSpec};
@@ -21,14 +21,18 @@ pub struct Generated {
 }
 
 /// Checks the variables against the stack's `variables.tf` and writes
-/// `terraform.tfvars`; nothing is written when one is refused. A plan saved
+/// `terraform.tfvars`; nothing is written when one is refused, or when
+/// the caller's `db_hosts` quota would be exceeded. A plan saved
 /// from other variables can no longer be applied.
 pub async fn generate(
     app: &App,
     workspace: &Workspace,
     given: &Map<String, Value>,
+    actor: &Actor,
 ) -> Result<Generated, Error> {
     let tfvars = Tfvars::check(app, workspace, given)?;
+    guardrails::expiry::check_usable(app, workspace).await?;
+    guardrails::quotas::check_db_hosts(app, workspace, actor, given).await?;
     app.check_storage()?;
     let hold = app.hold_for_files(workspace)?;
     tfvars.write(app, workspace, Some(hold)).await?;

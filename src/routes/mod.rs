@@ -10,6 +10,7 @@ mod docs;
 mod ha;
 mod health;
 mod jobs;
+mod quotas;
 mod terraform;
 mod workspaces;
 
@@ -51,6 +52,7 @@ pub fn api() -> OpenApiRouter<App> {
         .merge(jobs::router())
         .merge(health::router())
         .merge(workspaces::router())
+        .merge(quotas::router())
         .merge(docs::router())
 }
 
@@ -126,8 +128,10 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Actor {
         parts: &mut axum::http::request::Parts,
         _state: &S,
     ) -> Result<Self, Self::Rejection> {
+        let principal = parts.extensions.get::<Principal>();
         Ok(Actor {
-            name: parts.extensions.get::<Principal>().map(|p| p.name.clone()),
+            name: principal.map(|p| p.name.clone()),
+            admin: principal.is_some_and(|p| p.scope == crate::tokens::Scope::Admin),
             request_id: parts
                 .extensions
                 .get::<crate::request_id::RequestId>()
@@ -300,10 +304,15 @@ mod tests {
             (Method::POST, "/deploy/resume", Scope::Apply),
             (Method::POST, "/terraform/destroy", Scope::Admin),
             (Method::POST, "/ansible/vault", Scope::Admin),
-            (Method::GET, "/workspaces", Scope::Admin),
-            (Method::POST, "/workspaces", Scope::Admin),
-            (Method::GET, "/workspaces/{name}", Scope::Admin),
+            (Method::GET, "/workspaces", Scope::Read),
+            (Method::POST, "/workspaces", Scope::Apply),
+            (Method::GET, "/workspaces/{name}", Scope::Read),
+            (Method::PATCH, "/workspaces/{name}", Scope::Apply),
+            (Method::POST, "/workspaces/{name}/extend", Scope::Apply),
             (Method::DELETE, "/workspaces/{name}", Scope::Admin),
+            (Method::GET, "/quotas", Scope::Read),
+            (Method::PUT, "/quotas/{token_name}", Scope::Admin),
+            (Method::DELETE, "/quotas/{token_name}", Scope::Admin),
         ] {
             assert_eq!(
                 needs(method.clone(), route),

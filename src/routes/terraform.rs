@@ -68,12 +68,15 @@ pub struct GenerateResult {
         (status = 400, description = "Not a JSON object, or unknown, missing or invalid \
             variables (`unknown_variables`, `missing_variables`, `fields`); nothing written",
             body = ErrorBody),
-        (status = 409, description = "The workspace is busy", body = ErrorBody),
+        (status = 403, description = "The caller's `db_hosts` quota would be exceeded (`rule`, \
+            `quota`); nothing written", body = ErrorBody),
+        (status = 409, description = "The workspace is busy, or expired", body = ErrorBody),
         (status = 500, response = crate::openapi::InternalError),
     )
 )]
 async fn generate(
     State(app): State<App>,
+    actor: Actor,
     WorkspaceParam(workspace): WorkspaceParam,
     OptionalJson(body): OptionalJson<Option<TerraformVariables>>,
 ) -> Result<axum::Json<GenerateResult>, ApiError> {
@@ -82,7 +85,7 @@ async fn generate(
             "the request body must be a JSON object of terraform variables",
         ));
     };
-    let generated = cluster::generate(&app, &workspace, &given).await?;
+    let generated = cluster::generate(&app, &workspace, &given, &actor).await?;
     Ok(axum::Json(GenerateResult {
         message: "terraform.tfvars file generated successfully".into(),
         used_variables: given,

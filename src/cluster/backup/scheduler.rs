@@ -92,7 +92,7 @@ async fn run_schedule(app: &App, workspace: &Workspace, now: OffsetDateTime) -> 
     } else {
         let actor = Actor {
             name: Some(SCHEDULER.into()),
-            request_id: None,
+            ..Actor::default()
         };
         match start_backup(app, workspace, kind, true, &actor).await {
             Ok(handle) => Attempt::Started(handle.id),

@@ -117,6 +117,8 @@ pub async fn deploy(
     input: DeployInput,
     actor: &Actor,
 ) -> Result<JobHandle, Error> {
+    crate::cluster::guardrails::quotas::check_db_hosts(app, workspace, actor, &input.variables)
+        .await?;
     start(app, workspace, input, Step::Generate, None, actor).await
 }
 

@@ -2,6 +2,9 @@
 //! for a second token's approval, when it expires, and how much each token
 //! may build. A workspace's [`Policy`] is kept in the job store.
 
+pub mod expiry;
+pub mod quotas;
+
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -29,6 +32,9 @@ pub struct Policy {
     /// The `expires_at` that `workspace.expiring` was sent for.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub warned_for: Option<OffsetDateTime>,
+    /// The destroy expiry started.
+    #[serde(default)]
+    pub destroy_job: Option<crate::store::JobId>,
 }
 
 /// The workspace's policy; `default`'s approval comes from
