@@ -198,7 +198,11 @@ pub async fn create_workspace(
         Err(err) => {
             let _ = guardrails::forget_policy(app, &workspace).await;
             let dir = app.config.data_dir.display().to_string();
-            Err(Error::of_io(err, &dir, "the workspace could not be created"))
+            Err(Error::of_io(
+                err,
+                &dir,
+                "the workspace could not be created",
+            ))
         }
     }
 }
@@ -230,8 +234,7 @@ pub async fn update_workspace(
                     Err(_) => {
                         problems.insert(
                             key.clone(),
-                            "must be an RFC 3339 time such as 2026-12-31T18:00:00Z, or null"
-                                .into(),
+                            "must be an RFC 3339 time such as 2026-12-31T18:00:00Z, or null".into(),
                         );
                     }
                 },
@@ -347,7 +350,6 @@ pub async fn delete_workspace(app: &App, workspace: &Workspace) -> Result<(), Er
     .map_err(Error::internal)?;
     super::backup::forget_schedule(app, workspace).await;
     super::guardrails::forget_policy(app, workspace).await
-
 }
 
 /// Directories next to `TERRAFORM_DIR` whose `*.tf` declare variables.

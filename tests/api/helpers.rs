@@ -428,3 +428,49 @@ impl TestApp {
         answer(response).await
     }
 }
+
+/// Any method, with a bearer token or none, with a JSON body or none.
+impl TestApp {
+    pub async fn send_as(
+        &self,
+        method: reqwest::Method,
+        token: Option<&str>,
+        path: &str,
+        body: Option<Value>,
+    ) -> Answer {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.address));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        answer(request.send().await.expect("request sent")).await
+    }
+}
+
+/// A second server on the first one's directories (its job store, its
+/// workspaces), as a restarted server finds them; `vars` override.
+pub async fn spawn_app_sharing(
+    first: &TestApp,
+    tools: Tools,
+    vars: Vec<(&'static str, String)>,
+) -> TestApp {
+    let mut config_vars = test_vars(first.root.path(), tools);
+    for (key, value) in vars {
+        config_vars.insert(key.to_string(), value);
+    }
+    let config = Config::from_vars(config_vars).expect("test configuration is valid");
+    let app = Application::build(config).await.expect("app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        client: first.client.clone(),
+        fake_dir: first.fake_dir.clone(),
+        data_dir: first.data_dir.clone(),
+        root: tempfile::tempdir().unwrap(),
+    }
+}

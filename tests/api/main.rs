@@ -9,6 +9,7 @@ mod backups;
 mod cluster;
 mod deploy;
 mod faults;
+mod guardrails;
 mod ha;
 mod helpers;
 mod hostile;

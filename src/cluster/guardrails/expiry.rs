@@ -12,8 +12,8 @@ use time::format_description::well_known::Rfc3339;
 use tokio::sync::watch;
 
 use super::{Policy, policy, save_policy};
-use crate::cluster::notify::Event;
 use crate::cluster::backup::SCHEDULER;
+use crate::cluster::notify::Event;
 use crate::cluster::{Actor, App, Error, list_workspaces, start_command};
 use crate::domain::RunOptions;
 use crate::store::JobStatus;
@@ -77,12 +77,13 @@ pub async fn expire(app: &App, workspace: &Workspace, now: OffsetDateTime) -> Re
             _ => {}
         }
     }
-    if workspace.resource_count() == 0 {
-        return mark_expired(app, workspace, current, now).await;
-    }
-    // A workspace busy at expiry is destroyed when its job has ended.
+    // A workspace busy at expiry is destroyed when its job has ended (an
+    // apply writes its resources into the state as it ends).
     if app.runner.locks().holder(workspace.name()).is_some() {
         return Ok(());
+    }
+    if workspace.resource_count() == 0 {
+        return mark_expired(app, workspace, current, now).await;
     }
     let options = RunOptions {
         run_async: true,
@@ -97,11 +98,35 @@ pub async fn expire(app: &App, workspace: &Workspace, now: OffsetDateTime) -> Re
         Ok(handle) => {
             tracing::info!(workspace = workspace.name(), job_id = %handle.id, "expired: destroying the workspace's resources");
             current.destroy_job = Some(handle.id);
-            save_policy(app, workspace, &current).await
+            save_policy(app, workspace, &current).await?;
+            // Marked expired as soon as the destroy ends, not a tick later.
+            let (app, workspace) = (app.clone(), workspace.clone());
+            tokio::spawn(async move {
+                if handle.wait().await.status != JobStatus::Succeeded {
+                    return;
+                }
+                if let Err(err) = destroyed(&app, &workspace).await {
+                    tracing::warn!(workspace = workspace.name(), error = %err, "expiry could not mark a workspace expired");
+                }
+            });
+            Ok(())
         }
         Err(Error::Busy { .. }) => Ok(()),
         Err(err) => Err(err),
     }
+}
+
+/// Marks the workspace expired once expiry's destroy has succeeded (unless
+/// it was extended meanwhile).
+async fn destroyed(app: &App, workspace: &Workspace) -> Result<(), Error> {
+    let _held = app.guardrails.lock().await;
+    let current = policy(app, workspace).await?;
+    let now = OffsetDateTime::now_utc();
+    let due = current.expires_at.is_some_and(|at| at <= now);
+    if !due || current.expired_at.is_some() || current.destroy_job.is_none() {
+        return Ok(());
+    }
+    mark_expired(app, workspace, current, now).await
 }
 
 async fn mark_expired(

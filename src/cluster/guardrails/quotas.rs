@@ -59,7 +59,10 @@ pub fn parse_quota(body: &Map<String, Value>) -> Result<Quota, Error> {
             "workspaces" => quota.workspaces = limit,
             "db_hosts" => quota.db_hosts = limit,
             _ => {
-                problems.insert(key.clone(), json!("is not a quota: use workspaces or db_hosts"));
+                problems.insert(
+                    key.clone(),
+                    json!("is not a quota: use workspaces or db_hosts"),
+                );
             }
         }
     }
