@@ -140,9 +140,9 @@ impl ApiError {
             ApiError::Validation { .. }
             | ApiError::Variables { .. }
             | ApiError::ToolFailed { .. } => StatusCode::BAD_REQUEST,
-            ApiError::Busy { .. }
-            | ApiError::Conflict(_)
-            | ApiError::AwaitingApproval { .. } => StatusCode::CONFLICT,
+            ApiError::Busy { .. } | ApiError::Conflict(_) | ApiError::AwaitingApproval { .. } => {
+                StatusCode::CONFLICT
+            }
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. } | ApiError::Denied { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,

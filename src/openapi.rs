@@ -52,6 +52,7 @@ pub const WORKSPACE_PREFIX: &str = "/workspaces/{name}";
         (name = "backups", description = "pgBackRest backups, the recovery window, point-in-time restore and backup schedules"),
         (name = "jobs", description = "Every run's record, numbered log, live events, cancel"),
         (name = "workspaces", description = "Named environments, each with its own stack copy, state and lock"),
+        (name = "webhooks", description = "Signed POSTs to URLs of yours when jobs end, approvals are asked or given, workspaces expire, the leader changes"),
         (name = "health", description = "Liveness, readiness, version, metrics"),
         (name = "docs", description = "This document, and Swagger UI showing it"),
     ),

@@ -8,7 +8,9 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
 /// The events a webhook can subscribe to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 pub enum Event {
     #[serde(rename = "job.finished")]
     JobFinished,

@@ -146,7 +146,6 @@ pub async fn delete_workspace(app: &App, workspace: &Workspace) -> Result<(), Er
     .map_err(Error::internal)?;
     super::backup::forget_schedule(app, workspace).await;
     super::guardrails::forget_policy(app, workspace).await
-
 }
 
 /// Directories next to `TERRAFORM_DIR` whose `*.tf` declare variables.

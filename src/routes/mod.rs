@@ -11,6 +11,7 @@ mod ha;
 mod health;
 mod jobs;
 mod terraform;
+mod webhooks;
 mod workspaces;
 
 use std::sync::OnceLock;
@@ -51,6 +52,7 @@ pub fn api() -> OpenApiRouter<App> {
         .merge(jobs::router())
         .merge(health::router())
         .merge(workspaces::router())
+        .merge(webhooks::router())
         .merge(docs::router())
 }
 
@@ -304,6 +306,10 @@ mod tests {
             (Method::POST, "/workspaces", Scope::Admin),
             (Method::GET, "/workspaces/{name}", Scope::Admin),
             (Method::DELETE, "/workspaces/{name}", Scope::Admin),
+            (Method::GET, "/webhooks", Scope::Admin),
+            (Method::POST, "/webhooks", Scope::Admin),
+            (Method::DELETE, "/webhooks/{id}", Scope::Admin),
+            (Method::GET, "/webhooks/{id}/deliveries", Scope::Admin),
         ] {
             assert_eq!(
                 needs(method.clone(), route),

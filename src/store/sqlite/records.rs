@@ -19,7 +19,11 @@ pub(super) fn put(
     Ok(())
 }
 
-pub(super) fn get(conn: &mut Connection, kind: &str, key: &str) -> Result<Option<Value>, StoreError> {
+pub(super) fn get(
+    conn: &mut Connection,
+    kind: &str,
+    key: &str,
+) -> Result<Option<Value>, StoreError> {
     let mut stmt = conn.prepare_cached("SELECT value FROM records WHERE kind = ?1 AND key = ?2")?;
     let text: Option<String> = stmt
         .query_row(params![kind, key], |row| row.get(0))
