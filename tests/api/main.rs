@@ -25,4 +25,5 @@ mod server_process;
 mod swagger_ui;
 mod terraform;
 mod vault;
+mod webhooks;
 mod workspaces;
