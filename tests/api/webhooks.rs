@@ -56,8 +56,10 @@ struct Receiver {
 impl Receiver {
     async fn start() -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut receiver = Receiver::default();
-        receiver.url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let receiver = Receiver {
+            url: format!("http://{}/hook", listener.local_addr().unwrap()),
+            ..Receiver::default()
+        };
         let router = axum::Router::new()
             .route("/hook", axum::routing::post(receive))
             .with_state(receiver.clone());
