@@ -13,6 +13,8 @@
 //!   how long each backup job took
 //! - `pgcluster_wal_archive_failed_total{workspace}`: PostgreSQL's count of
 //!   failed WAL archive attempts on the leader, as of the last status read
+//! - `pgcluster_webhook_deliveries_total{outcome}`: webhook deliveries that
+//!   ended `delivered` or `failed` (after their retries)
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -136,4 +138,9 @@ pub fn backup_duration(workspace: &str, kind: &str, seconds: f64) {
 pub fn wal_archive_failed(workspace: &str, failed: u64) {
     ::metrics::gauge!("pgcluster_wal_archive_failed_total", "workspace" => workspace.to_string())
         .set(failed as f64);
+}
+
+/// A webhook delivery that ended: `delivered` or `failed`.
+pub fn webhook_delivery(outcome: &'static str) {
+    ::metrics::counter!("pgcluster_webhook_deliveries_total", "outcome" => outcome).increment(1);
 }

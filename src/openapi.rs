@@ -53,6 +53,7 @@ pub const WORKSPACE_PREFIX: &str = "/workspaces/{name}";
         (name = "jobs", description = "Every run's record, numbered log, live events, cancel"),
         (name = "workspaces", description = "Named environments, each with its own stack copy, state and lock; their owners, approvals and expiry"),
         (name = "quotas", description = "How many workspaces and database hosts each token may hold"),
+        (name = "webhooks", description = "Signed POSTs to URLs of yours when jobs end, approvals are asked or given, workspaces expire, the leader changes"),
         (name = "health", description = "Liveness, readiness, version, metrics"),
         (name = "docs", description = "This document, and Swagger UI showing it"),
     ),

@@ -177,6 +177,12 @@ impl Application {
                 stopping.clone(),
             ))
         });
+        // Webhooks are delivered until the jobs have ended, their ends included.
+        let (stop_webhooks, webhooks_stopping) = tokio::sync::watch::channel(false);
+        let webhooks = tokio::spawn(crate::cluster::webhooks::dispatch(
+            self.state.clone(),
+            webhooks_stopping,
+        ));
         // Jobs are wound down while the listener drains: open event streams
         // end when their jobs do. The scheduler ends its tick first, so a
         // backup it starts is recorded on its schedule.
@@ -186,6 +192,8 @@ impl Application {
                 let _ = task.await;
             }
             runner.shutdown(grace).await;
+            let _ = stop_webhooks.send(true);
+            let _ = webhooks.await;
         });
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(async move {

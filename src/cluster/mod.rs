@@ -16,6 +16,7 @@ mod playbook;
 mod status;
 mod terraform;
 mod vault;
+pub mod webhooks;
 mod workspaces;
 
 pub use configure::{ConfigureInput, ConfigureRequest, Configured, Inventory, configure};
@@ -123,6 +124,8 @@ impl App {
             },
             Redactor::new(config.ansible_vault_password.clone()),
         );
+        let notices = Arc::new(notify::Notices::default());
+        webhooks::announce_job_ends(&runner, notices.clone());
         Ok(App {
             config: Arc::new(config),
             runner,
@@ -132,7 +135,7 @@ impl App {
             probes: Arc::default(),
             schedules: Arc::default(),
             guardrails: Arc::default(),
-            notices: Arc::default(),
+            notices,
         })
     }
 

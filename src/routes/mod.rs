@@ -12,6 +12,7 @@ mod health;
 mod jobs;
 mod quotas;
 mod terraform;
+mod webhooks;
 mod workspaces;
 
 use std::sync::OnceLock;
@@ -53,6 +54,7 @@ pub fn api() -> OpenApiRouter<App> {
         .merge(health::router())
         .merge(workspaces::router())
         .merge(quotas::router())
+        .merge(webhooks::router())
         .merge(docs::router())
 }
 
@@ -313,6 +315,10 @@ mod tests {
             (Method::GET, "/quotas", Scope::Read),
             (Method::PUT, "/quotas/{token_name}", Scope::Admin),
             (Method::DELETE, "/quotas/{token_name}", Scope::Admin),
+            (Method::GET, "/webhooks", Scope::Admin),
+            (Method::POST, "/webhooks", Scope::Admin),
+            (Method::DELETE, "/webhooks/{id}", Scope::Admin),
+            (Method::GET, "/webhooks/{id}/deliveries", Scope::Admin),
         ] {
             assert_eq!(
                 needs(method.clone(), route),

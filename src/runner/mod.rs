@@ -100,6 +100,23 @@ pub struct JobSpec {
     pub on_finish: Option<Box<dyn FnOnce(JobStatus) + Send + Sync>>,
 }
 
+/// How a job ended, for whoever watches every job's end (the webhooks).
+#[derive(Clone, Debug)]
+pub struct JobEnded {
+    pub id: JobId,
+    pub kind: JobKind,
+    pub workspace: String,
+    pub started_by: Option<String>,
+    /// The pipeline (a deploy) it was a step of.
+    pub parent: Option<JobId>,
+    pub status: JobStatus,
+    /// Why it did not succeed, secrets masked.
+    pub error: Option<String>,
+}
+
+/// Told of every job's end, once, after its end is recorded.
+pub type EndWatcher = Box<dyn Fn(&JobEnded) + Send + Sync>;
+
 /// What a finished run produced, for the caller that waited on it.
 #[derive(Clone, Debug)]
 pub struct RunOutput {
@@ -172,6 +189,8 @@ struct RunnerInner {
     /// Jobs that ended while the store could not record it: their final
     /// record, served from here until the store takes it.
     unrecorded: Mutex<HashMap<JobId, Job>>,
+    /// Told of each job's end.
+    on_end: std::sync::OnceLock<EndWatcher>,
 }
 
 struct RunningJob {
@@ -203,6 +222,7 @@ impl Runner {
                 redactor: std::sync::RwLock::new(redactor),
                 running: Mutex::new(HashMap::new()),
                 unrecorded: Mutex::new(HashMap::new()),
+                on_end: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -262,6 +282,21 @@ impl Runner {
             runner.inner.unrecorded.lock().unwrap().remove(&id);
             tracing::info!(job_id = %id, "recorded the end of the job");
         });
+    }
+
+    /// Has `watcher` told of every job's end from now on (one watcher).
+    pub fn on_job_end(&self, watcher: EndWatcher) {
+        if self.inner.on_end.set(watcher).is_err() {
+            tracing::error!("a second watcher of job ends was refused");
+        }
+    }
+
+    /// Tells the watcher, if any, that a job ended.
+    fn announce_end(&self, mut ended: JobEnded) {
+        if let Some(watcher) = self.inner.on_end.get() {
+            ended.error = ended.error.map(|e| self.redact(&e));
+            watcher(&ended);
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn JobStore> {
@@ -507,6 +542,15 @@ impl Runner {
             error,
         };
         self.record_end(id, completion, &sink.live).await;
+        self.announce_end(JobEnded {
+            id,
+            kind: spec.kind,
+            workspace: spec.workspace.clone(),
+            started_by: spec.started_by.clone(),
+            parent: spec.parent,
+            status,
+            error: output.error.clone(),
+        });
         crate::metrics::job_finished(spec.kind, status, started.elapsed().as_secs_f64());
         tracing::info!(job_id = %id, status = status.as_str(), exit_code = ?exit_code, "job finished");
         drop(guard);

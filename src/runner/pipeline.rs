@@ -11,7 +11,9 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use super::live::LiveLog;
-use super::{JobHandle, JobSpec, RunOutput, Runner, RunningJob, Sink, SubmitError, ToolLog};
+use super::{
+    JobEnded, JobHandle, JobSpec, RunOutput, Runner, RunningJob, Sink, SubmitError, ToolLog,
+};
 use crate::store::{Completion, Job, JobId, JobKind, JobStatus};
 use crate::workspace::Holder;
 
@@ -119,7 +121,8 @@ impl Runner {
                 holder,
             })?;
         let mut job = Job::queued(id, spec.kind, &spec.workspace, spec.request);
-        job.started_by = spec.started_by;
+        job.started_by = spec.started_by.clone();
+        let started_by = spec.started_by;
         job.request_id = spec.request_id.clone();
         self.inner.store.insert(job).await?;
         let started_at = OffsetDateTime::now_utc();
@@ -172,6 +175,15 @@ impl Runner {
                 error: end.error.clone(),
             };
             runner.record_end(id, completion, &live).await;
+            runner.announce_end(JobEnded {
+                id,
+                kind,
+                workspace: spec.workspace.clone(),
+                started_by,
+                parent: None,
+                status: end.status,
+                error: end.error.clone(),
+            });
             crate::metrics::job_finished(kind, end.status, clock.elapsed().as_secs_f64());
             tracing::info!(job_id = %id, status = end.status.as_str(), "job finished");
             drop(guard);

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use crate::ansible::OUTPUTS_TWO_REPLICAS;
 use crate::helpers::{TestApp, key_file, read_lines, snapshot, spawn_app};
 
-fn deploy_body(app: &TestApp) -> Value {
+pub(crate) fn deploy_body(app: &TestApp) -> Value {
     json!({
         "variables": {"bastion_key_pair": "bastion-key", "db_key_pair": "db-key", "replica_count": "2"},
         "configure": {

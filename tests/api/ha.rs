@@ -18,7 +18,11 @@ const MEMBERS: [(&str, &str); 3] = [
 
 /// What the probe script prints when `leader` leads on `timeline` and every
 /// member runs; `edit` changes one member's entry in Patroni's listing.
-fn probe_output(leader: Option<&str>, timeline: u64, edit: impl Fn(&str, &mut Value)) -> String {
+pub(crate) fn probe_output(
+    leader: Option<&str>,
+    timeline: u64,
+    edit: impl Fn(&str, &mut Value),
+) -> String {
     let members: Vec<Value> = MEMBERS
         .iter()
         .map(|(name, address)| {
@@ -51,7 +55,7 @@ fn leading(leader: &str) -> String {
 }
 
 /// Replaces the fake probe's answer at once (the monitor may be reading it).
-fn set_probe(app: &TestApp, output: &str) {
+pub(crate) fn set_probe(app: &TestApp, output: &str) {
     let tmp = app.fake_dir.join("probe.tmp");
     std::fs::write(&tmp, output).unwrap();
     std::fs::rename(&tmp, app.fake_dir.join("probe")).unwrap();
@@ -62,7 +66,7 @@ async fn past_the_cached_view() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
 }
 
-fn ssh_calls(app: &TestApp) -> Vec<std::path::PathBuf> {
+pub(crate) fn ssh_calls(app: &TestApp) -> Vec<std::path::PathBuf> {
     std::fs::read_dir(app.fake_dir.join("ssh_calls"))
         .map(|entries| entries.filter_map(Result::ok).map(|e| e.path()).collect())
         .unwrap_or_default()

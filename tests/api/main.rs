@@ -26,4 +26,5 @@ mod server_process;
 mod swagger_ui;
 mod terraform;
 mod vault;
+mod webhooks;
 mod workspaces;

@@ -96,6 +96,16 @@ async fn observe(
     let cause = cause(app, workspace, leader, previous.since, now).await;
     tracing::warn!(workspace = workspace.name(), from = %previous.leader, to = leader, cause, "the cluster's leader changed");
     crate::metrics::leader_changed(workspace.name(), cause);
+    app.notify(
+        crate::cluster::notify::Event::LeaderChanged,
+        workspace.name(),
+        serde_json::json!({
+            "from": previous.leader,
+            "to": leader,
+            "timeline": timeline,
+            "cause": cause,
+        }),
+    );
     let event = ClusterEvent {
         id: 0,
         workspace: workspace.name().to_string(),
