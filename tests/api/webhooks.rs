@@ -532,3 +532,88 @@ async fn the_secret_stays_out_of_the_log_files() {
     let app_log = crate::server_process::read_log(&logs, "app.log");
     assert!(app_log.contains("webhook delivered"), "{app_log}");
 }
+
+#[tokio::test]
+async fn an_expiry_is_told_before_then_after_the_servers_destroy() {
+    let receiver = Receiver::start().await;
+    let app = spawn_slow_stack_app(vec![
+        ("EXPIRY_SCHEDULER_SECONDS", "1".into()),
+        ("WORKSPACE_EXPIRY_WARNING_SECONDS", "10800".into()),
+    ])
+    .await;
+    create(
+        &app,
+        subscribe(
+            &receiver,
+            &["workspace.expiring", "workspace.expired", "job.finished"],
+        ),
+    )
+    .await;
+    let expires_at = (OffsetDateTime::now_utc() + time::Duration::hours(2))
+        .format(&Rfc3339)
+        .unwrap();
+    let created = app
+        .post(
+            "/workspaces",
+            json!({"name": "brief", "expires_at": expires_at}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    for (step, body) in [
+        ("generate", json!({"delay": 0})),
+        ("init", json!({})),
+        ("plan", json!({})),
+        ("apply", json!({})),
+    ] {
+        let ran = app
+            .post(&format!("/workspaces/brief/terraform/{step}"), body)
+            .await;
+        assert_eq!(ran.status, 200, "{step}: {:?}", ran.body);
+    }
+    // Within the warning time: told once, with the expiry.
+    let expiring = receiver
+        .wait_for("workspace.expiring", 1, |b| b["workspace"] == "brief")
+        .await;
+    assert_eq!(expiring[0].json()["data"]["expires_at"], json!(expires_at));
+    assert!(
+        receiver
+            .received()
+            .iter()
+            .all(|r| r.header("x-pgcluster-event") != "workspace.expired")
+    );
+
+    let soon = (OffsetDateTime::now_utc() + time::Duration::seconds(1))
+        .format(&Rfc3339)
+        .unwrap();
+    let due = app
+        .send_as(
+            reqwest::Method::PATCH,
+            None,
+            "/workspaces/brief",
+            Some(json!({"expires_at": soon})),
+        )
+        .await;
+    assert_eq!(due.status, 200, "{:?}", due.body);
+    let expired = receiver
+        .wait_for("workspace.expired", 1, |b| b["workspace"] == "brief")
+        .await;
+    let destroy_id = expired[0].json()["data"]["destroy_job_id"].clone();
+    let destroyed = receiver
+        .wait_for("job.finished", 1, |b| b["data"]["job_id"] == destroy_id)
+        .await;
+    let destroyed = destroyed[0].json();
+    assert_eq!(destroyed["data"]["kind"], "terraform.destroy");
+    assert_eq!(destroyed["data"]["status"], "succeeded");
+    assert_eq!(destroyed["data"]["started_by"], "scheduler");
+    // Each expiry is warned about once.
+    let first_warnings = receiver
+        .received()
+        .iter()
+        .filter(|r| r.header("x-pgcluster-event") == "workspace.expiring")
+        .filter(|r| r.json()["data"]["expires_at"] == json!(expires_at))
+        .count();
+    assert_eq!(first_warnings, 1);
+    for received in receiver.received() {
+        received.assert_signed_with(SECRET);
+    }
+}
