@@ -347,6 +347,69 @@ mod tests {
     }
 
     #[test]
+    fn a_plan_summary_counts_as_terraform_does_and_lists_what_changes() {
+        let summary = PlanSummary::parse(
+            r#"{"format_version": "1.2", "resource_changes": [
+                {"address": "null_resource.new", "change": {"actions": ["create"]}},
+                {"address": "aws_instance.db[0]", "change": {"actions": ["update"]}},
+                {"address": "aws_eip.old", "change": {"actions": ["delete"]}},
+                {"address": "aws_instance.db[1]", "change": {"actions": ["delete", "create"]}},
+                {"address": "aws_instance.db[2]", "change": {"actions": ["create", "delete"]}},
+                {"address": "aws_vpc.main", "change": {"actions": ["no-op"]}},
+                {"address": "data.aws_ami.ubuntu", "change": {"actions": ["read"]}},
+                {"address": "aws_s3_bucket.kept", "change": {"actions": ["forget"]}}]}"#,
+        )
+        .unwrap();
+        assert_eq!((summary.add, summary.change, summary.destroy), (3, 1, 3));
+        let listed: Vec<(&str, &str)> = summary
+            .resources
+            .iter()
+            .map(|r| (r.address.as_str(), r.action.as_str()))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("null_resource.new", "create"),
+                ("aws_instance.db[0]", "update"),
+                ("aws_eip.old", "delete"),
+                ("aws_instance.db[1]", "replace"),
+                ("aws_instance.db[2]", "replace"),
+                ("aws_s3_bucket.kept", "forget"),
+            ]
+        );
+        assert_eq!(
+            serde_json::to_value(&summary.resources[3]).unwrap(),
+            json!({"address": "aws_instance.db[1]", "action": "replace"})
+        );
+    }
+
+    #[test]
+    fn a_plan_without_changes_is_an_empty_summary() {
+        for empty in [
+            r#"{"format_version": "1.2"}"#,
+            r#"{"resource_changes": null}"#,
+        ] {
+            assert_eq!(PlanSummary::parse(empty).unwrap(), PlanSummary::default());
+        }
+        let only_reads = r#"{"resource_changes": [
+            {"address": "data.x.y", "change": {"actions": ["read"]}}]}"#;
+        assert!(PlanSummary::parse(only_reads).unwrap().resources.is_empty());
+    }
+
+    #[test]
+    fn a_plan_summary_refuses_what_it_cannot_read() {
+        for bad in [
+            "Error: no plan",
+            r#"{"resource_changes": {}}"#,
+            r#"{"resource_changes": [{"change": {"actions": ["create"]}}]}"#,
+            r#"{"resource_changes": [{"address": "a.b", "change": {}}]}"#,
+            r#"{"resource_changes": [{"address": "a.b", "change": {"actions": ["move"]}}]}"#,
+        ] {
+            assert!(PlanSummary::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn output_that_is_not_json_is_an_error() {
         assert!(Outputs::parse("Warning: No outputs found").is_err());
     }
