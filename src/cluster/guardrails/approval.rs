@@ -392,6 +392,7 @@ pub(crate) fn announce_when_done(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::notify::Notice;
 
     fn plan(result: Value) -> Job {
         let mut job = Job::queued(JobId::new(), JobKind::TerraformPlan, "default", json!({}));
@@ -444,6 +445,153 @@ mod tests {
             tfvars_sha256: "x".into(),
         };
         assert_eq!(plan_job_of(&older), None);
+    }
+
+    /// An app with two tokens, its data under `data`, and the notice queue.
+    fn app(data: &std::path::Path) -> (App, tokio::sync::mpsc::UnboundedReceiver<Notice>) {
+        use crate::tokens::{Scope, TokenEntry};
+        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let tokens = [
+            ("maker", "pgc_maker-unit"),
+            ("reviewer", "pgc_reviewer-unit"),
+        ]
+        .map(|(name, token)| TokenEntry::for_token(name, Scope::Apply, token).config_entry())
+        .join(",");
+        let vars = [
+            ("API_TOKENS", tokens),
+            ("DATABASE_URL", "memory:".into()),
+            ("DATA_DIR", data.join("data").display().to_string()),
+            ("LOG_DIR", data.join("logs").display().to_string()),
+            (
+                "TERRAFORM_DIR",
+                repo.join("tests/fixtures/stack").display().to_string(),
+            ),
+            ("TEMPLATE_DIR", repo.join("templates").display().to_string()),
+        ];
+        let config = crate::config::Config::from_vars(
+            vars.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        )
+        .unwrap();
+        let app = App::new(config).unwrap();
+        let notices = app.notices.take_receiver().unwrap();
+        (app, notices)
+    }
+
+    /// A succeeded plan job by `maker`, made under approval, saved as the
+    /// workspace's plan.
+    async fn saved_plan(app: &App) -> JobId {
+        let id = JobId::new();
+        let mut job = Job::queued(id, JobKind::TerraformPlan, "default", json!({}));
+        job.started_by = Some("maker".into());
+        app.runner.store().insert(job).await.unwrap();
+        let result = json!({"changes": true, "summary": {"add": 1}, REQUIRED: true});
+        let completion = crate::store::Completion {
+            status: JobStatus::Succeeded,
+            exit_code: Some(2),
+            result: Some(result),
+            error: None,
+        };
+        let now = OffsetDateTime::now_utc();
+        app.runner
+            .store()
+            .complete(id, completion, now)
+            .await
+            .unwrap();
+        let workspace = app.workspace("default");
+        workspace.ensure().unwrap();
+        let file = workspace.plan_file(&id.to_string());
+        std::fs::write(&file, "plan").unwrap();
+        workspace
+            .set_latest_plan(&file, &workspace.tfvars_sha256())
+            .unwrap();
+        id
+    }
+
+    fn actor(name: &str) -> Actor {
+        Actor {
+            name: Some(name.into()),
+            request_id: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_plan_awaiting_approval_is_announced_and_each_decision_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, mut notices) = app(dir.path());
+        let id = saved_plan(&app).await;
+        let output = RunOutput {
+            job_id: id,
+            status: JobStatus::Succeeded,
+            exit_code: Some(2),
+            stdout: String::new(),
+            stdout_tail: Vec::new(),
+            stderr_tail: Vec::new(),
+            result: app.runner.job(id).await.unwrap().unwrap().result,
+            error: None,
+        };
+        announce(&app, "default", &output, Some("maker"));
+        let requested = notices.try_recv().unwrap();
+        assert_eq!(requested.event, Event::ApprovalRequested);
+        assert_eq!(requested.workspace, "default");
+        assert_eq!(
+            requested.data,
+            json!({"job_id": id, "started_by": "maker", "summary": {"add": 1}})
+        );
+
+        // Its maker cannot decide; a refusal tells no one.
+        let own = decide(&app, id, Decision::Approve, None, &actor("maker")).await;
+        assert!(matches!(
+            own,
+            Err(Error::Denied {
+                rule: "four_eyes",
+                ..
+            })
+        ));
+        assert!(notices.try_recv().is_err());
+
+        let approval = decide(
+            &app,
+            id,
+            Decision::Approve,
+            Some("ok".into()),
+            &actor("reviewer"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(approval.state, ApprovalState::Approved);
+        let decided = notices.try_recv().unwrap();
+        assert_eq!(decided.event, Event::ApprovalDecided);
+        assert_eq!(
+            decided.data,
+            json!({"job_id": id, "state": "approved", "by": "reviewer", "comment": "ok"})
+        );
+        let again = decide(
+            &app,
+            id,
+            Decision::Reject,
+            Some("no".into()),
+            &actor("other"),
+        )
+        .await;
+        assert!(matches!(again, Err(Error::Conflict(_))), "{again:?}");
+    }
+
+    #[tokio::test]
+    async fn a_plan_made_without_approval_is_not_announced() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, mut notices) = app(dir.path());
+        let output = RunOutput {
+            job_id: JobId::new(),
+            status: JobStatus::Succeeded,
+            exit_code: Some(2),
+            stdout: String::new(),
+            stdout_tail: Vec::new(),
+            stderr_tail: Vec::new(),
+            result: Some(json!({"changes": true, "summary": {}})),
+            error: None,
+        };
+        announce(&app, "default", &output, Some("maker"));
+        assert!(notices.try_recv().is_err());
     }
 
     #[test]
