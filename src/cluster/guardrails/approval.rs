@@ -510,7 +510,7 @@ mod tests {
     fn actor(name: &str) -> Actor {
         Actor {
             name: Some(name.into()),
-            request_id: None,
+            ..Actor::default()
         }
     }
 
