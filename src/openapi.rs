@@ -469,6 +469,9 @@ struct JobRecord {
     error: Option<String>,
     /// Process (and process group) id of the tool while it runs.
     pid: Option<u32>,
+    /// A plan's approval, when its workspace required one (`terraform.plan` only).
+    #[schema(nullable = false)]
+    approval: Option<crate::cluster::guardrails::Approval>,
 }
 
 impl PartialSchema for Job {
@@ -552,6 +555,7 @@ mod tests {
         job.error = Some("e".into());
         job.pid = Some(1);
         job.pid_start = Some(1);
+        job.approval = Some(json!({"state": "pending"}));
         let written = serde_json::to_value(&job).unwrap();
         let keys: BTreeSet<String> = written.as_object().unwrap().keys().cloned().collect();
         assert_eq!(keys, properties::<Job>());

@@ -5,13 +5,17 @@
 use serde_json::{Map, Value, json};
 
 use super::error::files_error;
-use super::{Actor, App, Error, guardrails};
+use super::guardrails::{self, approval};
+use super::{Actor, App, Error};
 use crate::domain::RunOptions;
 use crate::domain::tfvars::conform;
 use crate::runner::{JobHandle, JobSpec};
 use crate::store::JobStatus;
 use crate::tools::terraform::{self, Command, Outputs};
-use crate::workspace::{LockGuard, Workspace, off_runtime, write_atomic};
+use crate::workspace::{LockGuard, SavedPlan, Workspace, off_runtime, write_atomic};
+
+/// How long `terraform show -json` may take to read a saved plan.
+const SHOW_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// What `generate` wrote, besides the variables given.
 #[derive(Debug)]
@@ -154,15 +158,21 @@ pub async fn start_command(
 ) -> Result<JobHandle, Error> {
     check_confirmation(command, options.confirm.as_deref(), workspace.name())?;
     let request = json!({ "output": options.output, "async": options.run_async });
-    let mut spec = run_spec(app, workspace, command, request, false)?;
+    let mut spec = run_spec(app, workspace, command, request, false).await?;
     actor.stamp(&mut spec);
     spec.capture_stdout |= options.output && !options.run_async;
-    app.submit(spec).await
+    let handle = app.submit(spec).await?;
+    if command == Command::Plan {
+        approval::announce_when_done(app, handle.clone(), workspace.name(), actor.name.clone());
+    }
+    Ok(handle)
 }
 
 /// The job of a terraform command. `held`: the caller (a deploy) already
 /// holds the workspace; otherwise it is held while the stack is mirrored.
-pub(crate) fn run_spec(
+/// A plan records what it changes (`summary`) and whether it awaits
+/// approval; apply refuses a plan awaiting it.
+pub(crate) async fn run_spec(
     app: &App,
     workspace: &Workspace,
     command: Command,
@@ -179,6 +189,8 @@ pub(crate) fn run_spec(
             terraform::job(&app.config, workspace, command, None, request)
         }
         Command::Plan => {
+            // Read when the plan starts: only a plan made under approval awaits one.
+            let approval_required = guardrails::policy(app, workspace).await?.approval_required;
             {
                 let _hold = hold(app, workspace, held)?;
                 workspace.sync_stack(&stack_dir).map_err(&files_error)?;
@@ -191,11 +203,27 @@ pub(crate) fn run_spec(
             // The variables the plan is made from: the workspace is held by
             // this job until it ends, so they cannot change under it.
             let tfvars_sha256 = workspace.tfvars_sha256();
+            let config = app.config.clone();
+            let secret_env = app.runner.config().secret_env.clone();
             spec.on_success = Some(Box::new(move |out| {
+                let summary =
+                    terraform::summarize_plan(&config, &ws, &saved, &secret_env, SHOW_TIMEOUT)
+                        .map_err(|e| format!("could not summarize the saved plan: {e}"))?;
+                // Named after its job, so an approval names the plan it is for.
+                let named = ws.plan_file(&out.job_id.to_string());
+                std::fs::rename(&saved, &named)
+                    .map_err(|e| format!("could not keep the saved plan: {e}"))?;
                 ws.clear_latest_plan();
-                ws.set_latest_plan(&saved, &tfvars_sha256)
-                    .map_err(|e| format!("could not record the saved plan: {e}"))?;
-                Ok(Some(json!({ "changes": plan_changes(out.exit_code) })))
+                ws.set_latest_plan(&named, &tfvars_sha256).map_err(|e| {
+                    let _ = std::fs::remove_file(&named);
+                    format!("could not record the saved plan: {e}")
+                })?;
+                let mut result =
+                    json!({ "changes": plan_changes(out.exit_code), "summary": summary });
+                if approval_required {
+                    result[approval::REQUIRED] = json!(true);
+                }
+                Ok(Some(result))
             }));
             spec.on_finish = Some(Box::new(move |status| {
                 if status != JobStatus::Succeeded {
@@ -205,18 +233,9 @@ pub(crate) fn run_spec(
             spec
         }
         Command::Apply => {
-            let Some(saved) = workspace.latest_plan() else {
-                return Err(Error::Conflict(
-                    "there is no saved plan to apply: call /terraform/plan first".into(),
-                ));
-            };
-            if saved.tfvars_sha256 != workspace.tfvars_sha256() {
-                return Err(Error::Conflict(
-                    "the saved plan was made before terraform.tfvars last changed: \
-                     call /terraform/plan again, then apply"
-                        .into(),
-                ));
-            }
+            let saved = plan_to_apply(workspace)?;
+            approval::check_apply(app, workspace, &saved).await?;
+            // Exactly the plan checked, even if another is saved meanwhile.
             let plan_file = saved.path;
             let mut spec =
                 terraform::job(&app.config, workspace, command, Some(&plan_file), request);
@@ -243,6 +262,23 @@ pub(crate) fn run_spec(
         }
     };
     Ok(spec)
+}
+
+/// The saved plan, made from the current `terraform.tfvars`.
+fn plan_to_apply(workspace: &Workspace) -> Result<SavedPlan, Error> {
+    let Some(saved) = workspace.latest_plan() else {
+        return Err(Error::Conflict(
+            "there is no saved plan to apply: call /terraform/plan first".into(),
+        ));
+    };
+    if saved.tfvars_sha256 != workspace.tfvars_sha256() {
+        return Err(Error::Conflict(
+            "the saved plan was made before terraform.tfvars last changed: \
+             call /terraform/plan again, then apply"
+                .into(),
+        ));
+    }
+    Ok(saved)
 }
 
 fn hold(app: &App, workspace: &Workspace, held: bool) -> Result<Option<LockGuard>, Error> {

@@ -104,6 +104,10 @@ pub struct DeployFailure {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub resumed_from: Option<JobId>,
+    /// The plan job the deploy stopped for (`409`): approve it, then resume.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub awaiting_approval: Option<JobId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>, nullable = false)]
     pub outputs: Option<Map<String, Value>>,
@@ -121,7 +125,10 @@ pub struct DeployFailure {
     summary = "generate → init → plan → apply → output → configure → run, as one job",
     description = "Checks every input first (nothing changes on a bad request), then runs the \
         steps in order as one job of kind `deploy` holding the workspace; each tool step is a job \
-        of its own (`steps[].job_id`). The job's `result` shows the steps while it runs.",
+        of its own (`steps[].job_id`). The job's `result` shows the steps while it runs. When the \
+        workspace requires approval, the deploy ends after `plan` (apply `awaiting_approval`, \
+        `awaiting_approval`: the plan's job); once another token approved the plan, \
+        `/deploy/resume` applies it and goes on.",
     params(PreferAsync),
     request_body(content = DeployRequest, description = "generate's variables, configure's key \
         paths and settings, run's version"),
@@ -131,7 +138,10 @@ pub struct DeployFailure {
         (status = 400, description = "Invalid input (`fields` names each, e.g. \
             `variables.replica_count`), or a step failed (`failed_step`, `steps`, `details`)",
             body = DeployFailure),
-        (status = 409, response = crate::openapi::Busy),
+        (status = 409, description = "The deploy stopped after plan: the plan awaits approval \
+            (`awaiting_approval`, `steps`), or the workspace is busy (`job_id`, `Retry-After`)",
+            body = DeployFailure,
+            headers(("Retry-After" = u32, description = "Seconds to wait, when a job holds the workspace"))),
         (status = 500, response = crate::openapi::InternalError),
     )
 )]
@@ -164,7 +174,8 @@ async fn deploy(
     summary = "Resume the last deploy from the step it stopped at",
     description = "Starts a new deploy with the last one's inputs, from the step that failed, was \
         cancelled or was interrupted (a failed apply resumes from plan: a saved plan is applied \
-        once). The steps before it are `skipped`.",
+        once), or from apply when it stopped for a plan since approved. The steps before it are \
+        `skipped`.",
     params(PreferAsync),
     request_body(content = Option<ResumeRequest>, description = "Run options; the body may be omitted"),
     responses(
@@ -172,8 +183,10 @@ async fn deploy(
         (status = 202, response = crate::openapi::Accepted),
         (status = 400, description = "Invalid options, the saved inputs no longer pass the \
             checks, or a step failed (`failed_step`, `steps`, `details`)", body = DeployFailure),
-        (status = 409, description = "No deploy to resume, the last one succeeded, or the \
-            workspace is busy", body = ErrorBody),
+        (status = 409, description = "No deploy to resume, the last one succeeded, its plan \
+            still awaits approval (`job_id`: the plan's job) or was rejected, the resumed deploy \
+            stopped for approval again (`awaiting_approval`), or the workspace is busy",
+            body = ErrorBody),
         (status = 500, response = crate::openapi::InternalError),
     )
 )]
@@ -203,6 +216,27 @@ async fn answer(app: &App, handle: JobHandle, run_async: bool) -> Result<Respons
         .clone()
         .and_then(|r| serde_json::from_value(r).ok())
         .unwrap_or_default();
+    if output.status == JobStatus::Succeeded
+        && let Some(plan) = progress.awaiting_approval
+    {
+        let stopped = DeployFailure {
+            error: format!(
+                "Deploy stopped after step 'plan': plan job {plan} awaits approval by another \
+                 token (POST /jobs/{plan}/approve); then POST /deploy/resume applies it"
+            ),
+            details: None,
+            fields: None,
+            job_id: Some(output.job_id),
+            status: None,
+            failed_step: None,
+            steps: Some(progress.steps),
+            resumed_from: progress.resumed_from,
+            awaiting_approval: Some(plan),
+            outputs: None,
+            inventory: None,
+        };
+        return Ok((StatusCode::CONFLICT, Json(stopped)).into_response());
+    }
     if output.status == JobStatus::Succeeded {
         let verb = if progress.resumed_from.is_some() {
             "resumed and completed"
@@ -229,6 +263,7 @@ async fn answer(app: &App, handle: JobHandle, run_async: bool) -> Result<Respons
         failed_step: progress.failed_step,
         steps: Some(progress.steps),
         resumed_from: progress.resumed_from,
+        awaiting_approval: None,
         outputs: progress.outputs,
         inventory: progress.inventory,
     };

@@ -1,4 +1,5 @@
-//! `/jobs`: the record, numbered log and live events of every run, and cancel.
+//! `/jobs`: the record, numbered log and live events of every run, cancel,
+//! and the approval of a plan (four eyes).
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -16,8 +17,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::Access;
-use crate::cluster::App;
-use crate::error::{ApiError, ApiPath, ApiQuery, ErrorBody};
+use crate::cluster::guardrails::{self, Approval, Decision};
+use crate::cluster::{Actor, App};
+use crate::error::{ApiError, ApiPath, ApiQuery, ErrorBody, OptionalJson};
 use crate::runner::Follower;
 use crate::store::{Job, JobFilter, JobId, JobKind, JobStatus, LogLine};
 use crate::tokens::Scope;
@@ -29,6 +31,8 @@ pub fn router() -> OpenApiRouter<App> {
         .routes(Access::Needs(Scope::Read).declare(routes!(get_job_log)))
         .routes(Access::Needs(Scope::Read).declare(routes!(stream_job_events)))
         .routes(Access::Needs(Scope::Apply).declare(routes!(cancel_job)))
+        .routes(Access::Needs(Scope::Apply).declare(routes!(approve_plan)))
+        .routes(Access::Needs(Scope::Apply).declare(routes!(reject_plan)))
 }
 
 /// The job a route names.
@@ -104,7 +108,8 @@ async fn list_jobs(
         before: query.cursor,
         limit: query.limit.unwrap_or(50).clamp(1, 500),
     };
-    let page = state.runner.jobs(&filter).await.map_err(ApiError::store)?;
+    let mut page = state.runner.jobs(&filter).await.map_err(ApiError::store)?;
+    guardrails::attach_approvals(&state, &mut page.jobs).await?;
     Ok(Json(JobList {
         jobs: page.jobs,
         next_cursor: page.next_cursor.map(|c| c.to_string()),
@@ -129,7 +134,9 @@ async fn get_job(
     State(state): State<App>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Job>, ApiError> {
-    Ok(Json(find(&state, &id).await?))
+    let mut job = find(&state, &id).await?;
+    guardrails::attach_approvals(&state, std::slice::from_mut(&mut job)).await?;
+    Ok(Json(job))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -384,9 +391,116 @@ async fn cancel_job(
     }))
 }
 
+/// The body of approve and reject.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"comment": "one replica more, as asked in the ticket"}))]
+pub struct DecisionRequest {
+    /// Why: required to reject, at most 2000 characters.
+    #[serde(default)]
+    comment: Option<String>,
+}
+
+/// A plan approved or rejected.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DecisionResult {
+    pub message: String,
+    /// The plan's job.
+    pub job_id: JobId,
+    pub approval: Approval,
+}
+
+/// Approves a plan made while its workspace required approval.
+#[utoipa::path(
+    post,
+    path = "/jobs/{id}/approve",
+    tag = "jobs",
+    summary = "Approve a plan (four eyes)",
+    description = "The plan (a `terraform.plan` job made while its workspace required approval) \
+        may then be applied, by `/terraform/apply` or `/deploy/resume`. Needs a token other than \
+        the one that made the plan, and authentication on: without `API_TOKENS` every caller is \
+        `anonymous` and no plan can be approved. Only the workspace's current saved plan, made \
+        from the current `terraform.tfvars`, is approved.",
+    params(JobIdParam),
+    request_body(content = Option<DecisionRequest>, description = "An optional comment; the body may be omitted"),
+    responses(
+        (status = 200, description = "The plan is approved", body = DecisionResult),
+        (status = 400, description = "The id is not a UUID, or a bad body (`fields`)", body = ErrorBody),
+        (status = 403, description = "The token made the plan, or authentication is off (`rule`: \
+            `four_eyes`); or the token's scope is below apply", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "Not a plan, a plan that needs no approval or did not \
+            succeed, already decided, or stale (a newer plan, or terraform.tfvars changed)", body = ErrorBody),
+        (status = 500, response = crate::openapi::InternalError),
+    )
+)]
+async fn approve_plan(
+    State(state): State<App>,
+    ApiPath(id): ApiPath<String>,
+    actor: Actor,
+    OptionalJson(body): OptionalJson<DecisionRequest>,
+) -> Result<Json<DecisionResult>, ApiError> {
+    decide(&state, &id, Decision::Approve, body, &actor).await
+}
+
+/// Rejects a plan made while its workspace required approval: it is
+/// discarded.
+#[utoipa::path(
+    post,
+    path = "/jobs/{id}/reject",
+    tag = "jobs",
+    summary = "Reject a plan (four eyes)",
+    description = "The plan is discarded: apply answers that there is no saved plan. A comment \
+        saying why is required. Needs a token other than the one that made the plan, and \
+        authentication on.",
+    params(JobIdParam),
+    request_body(content = DecisionRequest, description = "Why the plan is rejected"),
+    responses(
+        (status = 200, description = "The plan is rejected and discarded", body = DecisionResult),
+        (status = 400, description = "The id is not a UUID, or no `comment` (`fields`)", body = ErrorBody),
+        (status = 403, description = "The token made the plan, or authentication is off (`rule`: \
+            `four_eyes`); or the token's scope is below apply", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "Not a plan, a plan that needs no approval or did not \
+            succeed, already decided, or stale (a newer plan, or terraform.tfvars changed)", body = ErrorBody),
+        (status = 500, response = crate::openapi::InternalError),
+    )
+)]
+async fn reject_plan(
+    State(state): State<App>,
+    ApiPath(id): ApiPath<String>,
+    actor: Actor,
+    OptionalJson(body): OptionalJson<DecisionRequest>,
+) -> Result<Json<DecisionResult>, ApiError> {
+    decide(&state, &id, Decision::Reject, body, &actor).await
+}
+
+async fn decide(
+    state: &App,
+    id: &str,
+    decision: Decision,
+    body: DecisionRequest,
+    actor: &Actor,
+) -> Result<Json<DecisionResult>, ApiError> {
+    let id = parse_id(id)?;
+    let approval = guardrails::decide(state, id, decision, body.comment, actor).await?;
+    let verb = match decision {
+        Decision::Approve => "approved: it may be applied",
+        Decision::Reject => "rejected: it is discarded",
+    };
+    Ok(Json(DecisionResult {
+        message: format!("plan job {id} {verb}"),
+        job_id: id,
+        approval,
+    }))
+}
+
+fn parse_id(id: &str) -> Result<JobId, ApiError> {
+    JobId::parse(id).ok_or_else(|| ApiError::field("id", "is not a job id (a UUID)"))
+}
+
 async fn find(state: &App, id: &str) -> Result<Job, ApiError> {
-    let parsed =
-        JobId::parse(id).ok_or_else(|| ApiError::field("id", "is not a job id (a UUID)"))?;
+    let parsed = parse_id(id)?;
     state
         .runner
         .job(parsed)

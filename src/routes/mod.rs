@@ -302,6 +302,8 @@ mod tests {
             (Method::POST, "/terraform/apply", Scope::Apply),
             (Method::POST, "/ansible/run", Scope::Apply),
             (Method::POST, "/jobs/{id}/cancel", Scope::Apply),
+            (Method::POST, "/jobs/{id}/approve", Scope::Apply),
+            (Method::POST, "/jobs/{id}/reject", Scope::Apply),
             (Method::POST, "/deploy", Scope::Apply),
             (Method::POST, "/deploy/resume", Scope::Apply),
             (Method::POST, "/terraform/destroy", Scope::Admin),

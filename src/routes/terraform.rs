@@ -9,12 +9,13 @@ use utoipa_axum::routes;
 
 use super::{PreferAsync, RunReply, RunResult, SeesSecrets, WorkspaceParam, reply};
 use crate::auth::Access;
+use crate::cluster::guardrails::{Approval, approval_at_plan};
 use crate::cluster::{self, Actor, App};
 use crate::domain::{DestroyOptions, RunOptions};
 use crate::error::{ApiError, ErrorBody, OptionalJson};
 use crate::runner::{JobHandle, RunOutput};
 use crate::tokens::Scope;
-use crate::tools::terraform::{Command, Outputs};
+use crate::tools::terraform::{Command, Outputs, PlanSummary};
 
 /// The routes act on `default`; `routes::api()` nests the same under
 /// `/workspaces/{name}`.
@@ -100,6 +101,14 @@ pub struct PlanResult {
     pub job_id: crate::store::JobId,
     /// Whether the plan changes anything (`-detailed-exitcode` 2).
     pub changes: bool,
+    /// What the plan changes, from `terraform show -json`.
+    #[schema(nullable = false)]
+    pub summary: Option<PlanSummary>,
+    /// `pending` when the workspace requires approval: another token
+    /// approves the plan (`POST /jobs/{job_id}/approve`) before apply.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub approval: Option<Approval>,
     /// terraform's standard output, with `"output": true`.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
@@ -196,7 +205,10 @@ async fn init(
     tag = "terraform",
     summary = "terraform plan, saved for apply",
     description = "Runs `terraform plan -input=false -no-color -detailed-exitcode -out=<plan file>`. \
-        The plan is saved for `apply`, with the digest of the `terraform.tfvars` it was made from.",
+        The plan is saved for `apply`, with the digest of the `terraform.tfvars` it was made from, \
+        and summarized from `terraform show -json` (`summary`, also in the job's `result`). When \
+        the workspace requires approval, the plan awaits another token's \
+        (`POST /jobs/{job_id}/approve`) before it can be applied.",
     params(PreferAsync),
     request_body(content = Option<RunOptions>, description = "Run options; the body may be omitted"),
     responses(
@@ -221,6 +233,11 @@ async fn plan(
             message: "Terraform command 'plan' executed successfully".into(),
             job_id: out.job_id,
             changes: cluster::plan_changes(out.exit_code),
+            summary: out
+                .result
+                .as_ref()
+                .and_then(|r| serde_json::from_value(r["summary"].clone()).ok()),
+            approval: approval_at_plan(out.result.as_ref()),
             output: include_output.then(|| out.stdout.clone()),
         })
         .await
@@ -234,7 +251,8 @@ async fn plan(
     tag = "terraform",
     summary = "terraform apply of the saved plan",
     description = "Runs `terraform apply -input=false -no-color <saved plan>`: exactly what was \
-        planned, once.",
+        planned, once. A plan made while the workspace required approval is applied only once \
+        another token approved it.",
     params(PreferAsync),
     request_body(content = Option<RunOptions>, description = "Run options; the body may be omitted"),
     responses(
@@ -242,7 +260,8 @@ async fn plan(
         (status = 202, response = crate::openapi::Accepted),
         (status = 400, description = "Invalid options, or terraform failed (`job_id`, `status`, `details`)", body = ErrorBody),
         (status = 409, description = "No saved plan, a plan made before terraform.tfvars last \
-            changed, or the workspace is busy (`job_id`, `Retry-After`)", body = ErrorBody,
+            changed, a plan awaiting approval (`job_id`: the plan's job) or rejected, or the \
+            workspace is busy (`job_id`, `Retry-After`)", body = ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds to wait, when a job holds the workspace"))),
         (status = 500, response = crate::openapi::InternalError),
     )

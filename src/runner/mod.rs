@@ -59,6 +59,7 @@ pub enum ToolLog {
 }
 
 /// Turns the raw end of a run into the job's result, or a reason it failed.
+/// Runs on the blocking pool: it may write files or run a short command.
 pub type FinishHook = Box<dyn FnOnce(&RunOutput) -> Result<Option<Value>, String> + Send + Sync>;
 
 /// Everything needed to run one tool invocation.
@@ -133,7 +134,8 @@ pub struct RunOutput {
     pub error: Option<String>,
 }
 
-/// A started job.
+/// A started job; each clone waits for the same end.
+#[derive(Clone)]
 pub struct JobHandle {
     pub id: JobId,
     done: watch::Receiver<Option<Arc<RunOutput>>>,
@@ -522,7 +524,19 @@ impl Runner {
         if status == JobStatus::Succeeded
             && let Some(hook) = spec.on_success.take()
         {
-            match hook(&output) {
+            // Off the runtime: a hook writes files or runs a short command.
+            let outcome = tokio::task::spawn_blocking(move || {
+                let outcome = hook(&output);
+                (output, outcome)
+            })
+            .await;
+            let (ran, outcome) = match outcome {
+                Ok(ran) => ran,
+                Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+                Err(err) => panic!("the job's success hook was cancelled: {err}"),
+            };
+            output = ran;
+            match outcome {
                 Ok(result) => output.result = result,
                 Err(why) => {
                     status = JobStatus::Failed;

@@ -228,6 +228,10 @@ pub struct Job {
     /// after a restart without being fooled by a reused pid.
     #[serde(skip)]
     pub pid_start: Option<u64>,
+    /// A plan's approval when its workspace required one: not kept with the
+    /// job, the application layer attaches it when the job is read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Value>,
 }
 
 impl Job {
@@ -250,6 +254,7 @@ impl Job {
             error: None,
             pid: None,
             pid_start: None,
+            approval: None,
         }
     }
 }

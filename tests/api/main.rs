@@ -3,6 +3,7 @@
 //! ansible-playbook where the behaviour of the real tools matters.
 
 mod ansible;
+mod approvals;
 mod architecture;
 mod auth;
 mod backups;

@@ -124,11 +124,16 @@ async fn init_plan_apply_destroy_run_with_the_documented_flags() {
         &argv[..4],
         ["plan", "-input=false", "-no-color", "-detailed-exitcode"]
     );
-    let plan_file = argv[4]
+    let written = argv[4]
         .strip_prefix("-out=")
         .expect("plan saves a plan file")
         .to_string();
-    assert!(std::path::Path::new(&plan_file).is_file());
+    // Once summarized, the saved plan is named after its job.
+    let job_id = plan.body["job_id"].as_str().unwrap();
+    let plan_file = app.workspace().join(format!("plans/{job_id}.tfplan"));
+    assert!(plan_file.is_file());
+    assert!(!std::path::Path::new(&written).exists());
+    let plan_file = plan_file.display().to_string();
 
     let apply = app.post_empty("/terraform/apply").await;
     assert_eq!(apply.status, 200, "{:?}", apply.body);

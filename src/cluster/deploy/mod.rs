@@ -1,6 +1,7 @@
 //! The deploy: generate → init → plan → apply → output → configure → run as
 //! one job with named steps, and its resume from the step a failed deploy
-//! stopped at.
+//! stopped at. A plan awaiting approval stops the deploy after plan; once
+//! approved, the resume applies it.
 //!
 //! Everything the steps need is checked before the first one starts, so a
 //! bad request changes nothing. The deploy holds the workspace from its
@@ -15,6 +16,7 @@ pub use steps::{DeployProgress, Step, StepFailure, StepRecord, StepStatus};
 use serde_json::{Map, Value, json};
 
 use super::error::files_error;
+use super::guardrails::approval;
 use super::terraform::Tfvars;
 use super::{Actor, App, ConfigureInput, ConfigureRequest, Error};
 use crate::domain::PostgresqlVersion;
@@ -146,9 +148,16 @@ pub async fn resume(app: &App, workspace: &Workspace, actor: &Actor) -> Result<J
                 workspace.name()
             ))
         })?;
+    // A deploy that stopped for its plan's approval goes on with apply.
+    let awaiting = last
+        .result
+        .as_ref()
+        .and_then(|r| r.get("awaiting_approval"))
+        .and_then(|id| serde_json::from_value::<JobId>(id.clone()).ok());
     match last.status {
         JobStatus::Failed | JobStatus::Cancelled | JobStatus::TimedOut | JobStatus::Interrupted => {
         }
+        JobStatus::Succeeded if awaiting.is_some() => {}
         JobStatus::Succeeded => {
             return Err(Error::Conflict(format!(
                 "the last deploy ({}) succeeded: there is nothing to resume",
@@ -161,6 +170,9 @@ pub async fn resume(app: &App, workspace: &Workspace, actor: &Actor) -> Result<J
                 job_id: last.id,
             });
         }
+    }
+    if let Some(plan) = awaiting {
+        approval::check_approved(app, plan).await?;
     }
     let stopped_at = Step::stopped_at(last.result.as_ref());
     let recorded = |name: &str| match last.request.get(name) {
@@ -179,7 +191,10 @@ pub async fn resume(app: &App, workspace: &Workspace, actor: &Actor) -> Result<J
         configure,
         last.request.get("postgresql_version"),
     )?;
-    let from = stopped_at.resume_point();
+    let from = match awaiting {
+        Some(_) => Step::Apply,
+        None => stopped_at.resume_point(),
+    };
     start(app, workspace, input, from, Some(last.id), actor).await
 }
 

@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 
 use super::{DeployInput, DeployProgress, Step, StepFailure, StepRecord, StepStatus};
 use crate::cluster::configure::write_configuration;
+use crate::cluster::guardrails::approval;
 use crate::cluster::playbook::playbook_spec;
 use crate::cluster::terraform::{Tfvars, run_spec};
 use crate::cluster::{Actor, App, Inventory};
@@ -23,6 +24,8 @@ pub(super) struct Deploy {
     input: DeployInput,
     steps: Vec<StepRecord>,
     resumed_from: Option<JobId>,
+    /// The plan job whose approval the deploy stopped for.
+    awaiting_approval: Option<JobId>,
     /// The cluster's outputs, once the output step read them.
     outputs: Option<Outputs>,
     inventory: Option<Inventory>,
@@ -37,6 +40,7 @@ impl Deploy {
             input,
             steps: Vec::new(),
             resumed_from: None,
+            awaiting_approval: None,
             outputs: None,
             inventory: None,
         }
@@ -81,6 +85,9 @@ impl Deploy {
                     pipeline
                         .log(&format!("step {}: succeeded", step.name()))
                         .await;
+                    if let Some(plan) = self.awaiting_approval {
+                        return self.stop_for_approval(&mut pipeline, index + 1, plan).await;
+                    }
                 }
                 Err(failure) => return self.end_at(&mut pipeline, index, failure).await,
             }
@@ -111,13 +118,28 @@ impl Deploy {
                     .await
                     .map_err(StepFailure::of_error)
             }
-            Step::Init | Step::Plan | Step::Apply => {
+            Step::Init | Step::Apply => {
                 let command = match step {
                     Step::Init => Command::Init,
-                    Step::Plan => Command::Plan,
                     _ => Command::Apply,
                 };
                 self.terraform(pipeline, index, command).await.map(drop)
+            }
+            Step::Plan => {
+                let output = self.terraform(pipeline, index, Command::Plan).await?;
+                let result = output.result.as_ref();
+                self.steps[index].summary =
+                    result.and_then(|r| serde_json::from_value(r["summary"].clone()).ok());
+                if result.and_then(|r| r.get(approval::REQUIRED)) == Some(&json!(true)) {
+                    approval::announce(
+                        &self.app,
+                        self.workspace.name(),
+                        &output,
+                        self.actor.name.as_deref(),
+                    );
+                    self.awaiting_approval = Some(output.job_id);
+                }
+                Ok(())
             }
             Step::Output => {
                 let output = self.output(pipeline, index).await?;
@@ -180,6 +202,7 @@ impl Deploy {
     ) -> Result<Arc<RunOutput>, StepFailure> {
         let request = json!({ "deploy": pipeline.id() });
         let spec = run_spec(&self.app, &self.workspace, command, request, true)
+            .await
             .map_err(StepFailure::of_error)?;
         self.run_job(pipeline, index, spec).await
     }
@@ -214,6 +237,32 @@ impl Deploy {
         }
     }
 
+    /// Ends the deploy after its plan, which awaits another token's approval:
+    /// the deploy did what it could, `/deploy/resume` applies once approved.
+    async fn stop_for_approval(
+        mut self,
+        pipeline: &mut Pipeline,
+        next: usize,
+        plan: JobId,
+    ) -> PipelineEnd {
+        self.steps[next].status = StepStatus::AwaitingApproval;
+        pipeline
+            .log(&format!(
+                "plan job {plan} awaits approval: approve it (POST /jobs/{plan}/approve), \
+                 then resume the deploy (POST /deploy/resume)"
+            ))
+            .await;
+        let result = json!(self.progress());
+        pipeline.progress(result.clone()).await;
+        PipelineEnd {
+            status: JobStatus::Succeeded,
+            result: Some(result),
+            error: None,
+            stdout_tail: Vec::new(),
+            stderr_tail: Vec::new(),
+        }
+    }
+
     /// Ends the deploy at a step that did not succeed.
     async fn end_at(
         mut self,
@@ -245,6 +294,7 @@ impl Deploy {
             steps: self.steps.clone(),
             failed_step: None,
             resumed_from: self.resumed_from,
+            awaiting_approval: self.awaiting_approval,
             outputs: self.outputs.as_ref().map(Outputs::masked),
             inventory: self.inventory.clone(),
         }

@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 use crate::cluster::{Error, Inventory};
 use crate::runner::RunOutput;
 use crate::store::{JobId, JobStatus};
+use crate::tools::terraform::PlanSummary;
 
 /// The steps of a deploy, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,6 +89,9 @@ pub enum StepStatus {
     TimedOut,
     /// Done by the deploy this one resumed.
     Skipped,
+    /// Apply, when the plan awaits another token's approval: the deploy
+    /// stopped there; `/deploy/resume` goes on once the plan is approved.
+    AwaitingApproval,
 }
 
 impl StepStatus {
@@ -131,6 +135,10 @@ pub struct StepRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub error: Option<String>,
+    /// The plan step's summary of what the plan changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub summary: Option<PlanSummary>,
 }
 
 impl StepRecord {
@@ -142,6 +150,7 @@ impl StepRecord {
             started_at: None,
             finished_at: None,
             error: None,
+            summary: None,
         }
     }
 
@@ -177,6 +186,11 @@ pub struct DeployProgress {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub resumed_from: Option<JobId>,
+    /// The plan job the deploy stopped for: it awaits another token's
+    /// approval, then `/deploy/resume` applies it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub awaiting_approval: Option<JobId>,
     /// terraform's outputs, sensitive ones masked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>, nullable = false)]

@@ -2,8 +2,11 @@
 //! for a second token's approval, when it expires, and how much each token
 //! may build. A workspace's [`Policy`] is kept in the job store.
 
+pub(crate) mod approval;
 pub mod expiry;
 pub mod quotas;
+
+pub use approval::{Approval, ApprovalState, Decision, approval_at_plan, attach_approvals, decide};
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;

@@ -39,6 +39,7 @@ pub(super) fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(u64, Job)> {
         pid: row.get::<_, Option<i64>>(14)?.map(|p| p as u32),
         pid_start: row.get::<_, Option<i64>>(15)?.map(|p| p as u64),
         request_id: row.get(16)?,
+        approval: None,
     };
     Ok((row.get::<_, i64>(0)? as u64, job))
 }
