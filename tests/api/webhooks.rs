@@ -617,3 +617,104 @@ async fn an_expiry_is_told_before_then_after_the_servers_destroy() {
         received.assert_signed_with(SECRET);
     }
 }
+
+#[tokio::test]
+async fn an_approval_is_told_from_request_to_decision_to_the_applys_end() {
+    use pgcluster_api::tokens::{Scope, TokenEntry};
+    const ADMIN: &str = "pgc_admin-token-for-webhook-approvals";
+    const MAKER: &str = "pgc_maker-token-for-webhook-approvals";
+    const REVIEWER: &str = "pgc_reviewer-token-for-webhook-approvals";
+    let tokens = [
+        ("admin", Scope::Admin, ADMIN),
+        ("maker", Scope::Apply, MAKER),
+        ("reviewer", Scope::Apply, REVIEWER),
+    ]
+    .map(|(name, scope, token)| TokenEntry::for_token(name, scope, token).config_entry())
+    .join(",");
+    let receiver = Receiver::start().await;
+    let stack = repo().join("tests/fixtures/approval_stack");
+    let app = spawn_app_with(AppOptions {
+        tools: Tools::RealTerraform,
+        vars: vec![
+            ("API_TOKENS", tokens),
+            ("TERRAFORM_DIR", stack.display().to_string()),
+        ],
+    })
+    .await;
+    let events = ["job.finished", "approval.requested", "approval.decided"];
+    let created = app
+        .post_as(ADMIN, "/webhooks", subscribe(&receiver, &events))
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let workspace = json!({"name": "gated", "approval_required": true});
+    let made = app.post_as(MAKER, "/workspaces", workspace).await;
+    assert_eq!(made.status, 201, "{:?}", made.body);
+    let variables = json!({"bastion_key_pair": "b", "db_key_pair": "d", "replica_count": 1});
+    for (step, body) in [
+        ("generate", variables),
+        ("init", json!({})),
+        ("plan", json!({})),
+    ] {
+        let ran = app
+            .post_as(MAKER, &format!("/workspaces/gated/terraform/{step}"), body)
+            .await;
+        assert_eq!(ran.status, 200, "{step}: {:?}", ran.body);
+    }
+    let plan_job = app
+        .get_as(MAKER, "/jobs?workspace=gated&kind=terraform.plan")
+        .await
+        .body["jobs"][0]["id"]
+        .clone();
+    let requested = receiver
+        .wait_for("approval.requested", 1, |b| b["data"]["job_id"] == plan_job)
+        .await;
+    let requested = requested[0].json();
+    assert_eq!(requested["workspace"], "gated");
+    assert_eq!(requested["data"]["started_by"], "maker");
+    assert!(
+        requested["data"]["summary"]["add"].as_u64().unwrap() >= 1,
+        "{requested}"
+    );
+
+    let approved = app
+        .post_as(
+            REVIEWER,
+            &format!("/jobs/{}/approve", plan_job.as_str().unwrap()),
+            json!({"comment": "looks right"}),
+        )
+        .await;
+    assert_eq!(approved.status, 200, "{:?}", approved.body);
+    let applied = app
+        .post_as(MAKER, "/workspaces/gated/terraform/apply", json!({}))
+        .await;
+    assert_eq!(applied.status, 200, "{:?}", applied.body);
+    let apply_job = applied.body["job_id"].clone();
+    receiver
+        .wait_for("job.finished", 1, |b| b["data"]["job_id"] == apply_job)
+        .await;
+
+    // In order: the plan's end and the request, the decision, the apply's end.
+    let sequence: Vec<(String, Value)> = receiver
+        .received()
+        .iter()
+        .map(|r| {
+            r.assert_signed_with(SECRET);
+            (r.header("x-pgcluster-event").to_string(), r.json())
+        })
+        .filter(|(_, body)| body["workspace"] == "gated")
+        .collect();
+    let position = |event: &str, job: &Value| {
+        sequence
+            .iter()
+            .position(|(e, b)| e == event && &b["data"]["job_id"] == job)
+            .unwrap_or_else(|| panic!("no {event} of {job}: {sequence:?}"))
+    };
+    let decided = position("approval.decided", &plan_job);
+    assert!(position("approval.requested", &plan_job) < decided);
+    assert!(position("job.finished", &plan_job) < decided);
+    assert!(decided < position("job.finished", &apply_job));
+    let decision = &sequence[decided].1["data"];
+    assert_eq!(decision["state"], "approved");
+    assert_eq!(decision["by"], "reviewer");
+    assert_eq!(decision["comment"], "looks right");
+}
