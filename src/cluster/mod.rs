@@ -28,7 +28,7 @@ pub use terraform::{Generated, generate, plan_changes, start_command};
 pub use vault::{VaultSet, set_vault};
 pub use workspaces::{
     NewWorkspace, WorkspaceInfo, create_workspace, delete_workspace, describe, describe_all,
-    list_workspaces, update_workspace,
+    list_workspaces, parse_expiry, update_workspace,
 };
 
 use std::sync::{Arc, Mutex};

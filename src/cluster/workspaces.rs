@@ -229,13 +229,10 @@ pub async fn update_workspace(
             },
             "expires_at" => match value {
                 Value::Null => expiry = Some(None),
-                Value::String(text) => match OffsetDateTime::parse(text, &Rfc3339) {
+                Value::String(text) => match parse_expiry(text) {
                     Ok(at) => expiry = Some(Some(at)),
                     Err(_) => {
-                        problems.insert(
-                            key.clone(),
-                            "must be an RFC 3339 time such as 2026-12-31T18:00:00Z, or null".into(),
-                        );
+                        problems.insert(key.clone(), format!("{EXPIRY_FORMAT}, or null").into());
                     }
                 },
                 _ => {
@@ -292,6 +289,13 @@ pub async fn update_workspace(
     }
     guardrails::save_policy(app, workspace, &policy).await?;
     Ok(files_info(app, workspace).with(&policy))
+}
+
+const EXPIRY_FORMAT: &str = "must be an RFC 3339 time such as 2026-12-31T18:00:00Z";
+
+/// Reads an `expires_at` as given.
+pub fn parse_expiry(text: &str) -> Result<OffsetDateTime, Error> {
+    OffsetDateTime::parse(text, &Rfc3339).map_err(|_| Error::field("expires_at", EXPIRY_FORMAT))
 }
 
 /// An expiry must lie ahead, and without the admin scope within

@@ -46,9 +46,8 @@ pub struct CreateRequest {
     approval_required: bool,
     /// When the server destroys it (RFC 3339); without the admin scope at
     /// most `WORKSPACE_MAX_EXTEND_HOURS` ahead.
-    #[serde(default, with = "time::serde::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
-    expires_at: Option<time::OffsetDateTime>,
+    expires_at: Option<String>,
 }
 
 /// The body of `PATCH /workspaces/{name}`: the settings to change. (Read
@@ -126,10 +125,15 @@ async fn create_workspace(
     actor: Actor,
     ApiJson(request): ApiJson<CreateRequest>,
 ) -> Result<(StatusCode, Json<WorkspaceInfo>), ApiError> {
+    let expires_at = request
+        .expires_at
+        .as_deref()
+        .map(cluster::parse_expiry)
+        .transpose()?;
     let new = NewWorkspace {
         stack: request.stack,
         approval_required: request.approval_required,
-        expires_at: request.expires_at,
+        expires_at,
     };
     let created = cluster::create_workspace(&app, &request.name, new, &actor).await?;
     Ok((StatusCode::CREATED, Json(created)))
