@@ -159,7 +159,8 @@ pub struct MemberView {
     pub port: Option<u16>,
     /// `leader`, `replica` or `sync_standby`.
     pub role: Option<String>,
-    /// `running`, `starting`, `stopped`, `creating replica`, ...
+    /// `running` (Patroni 4: `streaming` for a replica that streams),
+    /// `starting`, `stopped`, `creating replica`, ...
     pub state: Option<String>,
     pub timeline: Option<u64>,
     /// Bytes behind the leader (Patroni's `lag`); null when unknown.

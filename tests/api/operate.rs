@@ -26,7 +26,8 @@ impl Drop for FakePatroni {
 }
 
 impl FakePatroni {
-    fn start(dir: &Path) -> FakePatroni {
+    /// `major`: the Patroni version whose answers it gives (3 or 4).
+    fn start(dir: &Path, major: u32) -> FakePatroni {
         // Addresses of this test only, on the loopback network.
         let net = 20 + std::process::id() % 200;
         let address = |host: u32| format!("127.{net}.0.{host}");
@@ -46,6 +47,7 @@ impl FakePatroni {
                     .map(|n| format!("{n}={}", members[n].as_str().unwrap())),
             )
             .current_dir(dir)
+            .env("FAKE_PATRONI_MAJOR", major.to_string())
             .stdout(Stdio::piped())
             .spawn()
             .expect("python3 runs the fake Patroni");
@@ -136,9 +138,18 @@ fn calls(dir: &Path) -> Vec<Value> {
 
 #[test]
 fn operate_yml_switches_over_restarts_reinits_and_fails_over_through_patroni() {
+    switchover_restart_reinit_failover(3);
+}
+
+#[test]
+fn operate_yml_works_with_patroni_4s_role_and_state_names() {
+    switchover_restart_reinit_failover(4);
+}
+
+fn switchover_restart_reinit_failover(major: u32) {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    let patroni = FakePatroni::start(dir);
+    let patroni = FakePatroni::start(dir, major);
 
     // Switchover: the leader is asked, the gap without a primary measured.
     let (ok, output, result) = operate(
@@ -230,10 +241,19 @@ fn operate_yml_switches_over_restarts_reinits_and_fails_over_through_patroni() {
 
 #[test]
 fn the_probe_script_reads_every_members_patroni_and_finds_the_leader() {
+    probe(3);
+}
+
+#[test]
+fn the_probe_script_reads_patroni_4s_answers() {
+    probe(4);
+}
+
+fn probe(major: u32) {
     use pgcluster_api::tools::patroni::{InventoryHost, PROBE_SCRIPT, parse_probe};
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
-    let patroni = FakePatroni::start(dir.path());
+    let patroni = FakePatroni::start(dir.path(), major);
     let mut hosts: Vec<InventoryHost> = ["primary1", "replica1", "replica2"]
         .iter()
         .map(|name| InventoryHost {
@@ -268,6 +288,8 @@ fn the_probe_script_reads_every_members_patroni_and_finds_the_leader() {
     assert_eq!(view.timeline, Some(1));
     let replica1 = view.member("replica1").unwrap();
     assert_eq!(replica1.role.as_deref(), Some("replica"));
+    let state = if major == 4 { "streaming" } else { "running" };
+    assert_eq!(replica1.state.as_deref(), Some(state));
     assert_eq!(replica1.lag_bytes, Some(0));
     assert!(replica1.pending_restart);
     let replica3 = view.member("replica3").unwrap();

@@ -98,11 +98,7 @@ fn switchover(
     scheduled_at: Option<OffsetDateTime>,
 ) -> Result<Inputs, Error> {
     let current = needs_leader(view, "a switchover", "use failover")?;
-    if let Some(m) = view
-        .members
-        .iter()
-        .find(|m| m.state.as_deref() != Some("running"))
-    {
+    if let Some(m) = view.members.iter().find(|m| !is_running(m)) {
         return Err(Error::Conflict(format!(
             "{} is not running ({}): a switchover needs every member running",
             m.name,
@@ -150,7 +146,7 @@ fn failover(view: &ClusterView, wanted: &str) -> Result<Inputs, Error> {
         )));
     }
     let m = member_named(view, "candidate", wanted)?;
-    if m.state.as_deref() != Some("running") || !m.reachable {
+    if !is_running(m) || !m.reachable {
         return Err(Error::Conflict(format!(
             "candidate {wanted} is not running ({}): it cannot be promoted",
             state_of(m)
@@ -272,7 +268,7 @@ fn member_named<'v>(
 
 /// A replica that may lead: running, and within `maximum_lag_on_failover`.
 fn fit_to_lead(m: &MemberView) -> Result<(), Error> {
-    if m.state.as_deref() != Some("running") {
+    if !is_running(m) {
         return Err(Error::Conflict(format!(
             "candidate {} is not running ({})",
             m.name,
@@ -291,6 +287,12 @@ fn fit_to_lead(m: &MemberView) -> Result<(), Error> {
         ))),
         Some(_) => Ok(()),
     }
+}
+
+/// Running PostgreSQL: Patroni 4 says `streaming` for a replica that
+/// streams from the leader, 3.x `running` for every member.
+fn is_running(m: &MemberView) -> bool {
+    matches!(m.state.as_deref(), Some("running" | "streaming"))
 }
 
 fn state_of(m: &MemberView) -> String {
@@ -359,6 +361,18 @@ mod tests {
         assert_eq!(vars["pgcluster_candidate"], "replica1");
         assert_eq!(vars["pgcluster_via"], "replica1");
         assert_eq!(vars["pgcluster_members"]["replica2"], "10.0.0.8");
+    }
+
+    #[test]
+    fn patroni_4_replicas_in_state_streaming_count_as_running() {
+        let mut v = view();
+        v.members[1].state = Some("streaming".into());
+        v.members[2].state = Some("streaming".into());
+        let vars = plan(&switchover(Some("replica1")), &v, "default").unwrap();
+        assert_eq!(vars["pgcluster_candidate"], "replica1");
+        assert!(plan(&switchover(None), &v, "default").is_ok());
+        v.leader = None;
+        assert!(failover(&v, "replica2").is_ok());
     }
 
     #[test]
